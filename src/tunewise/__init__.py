@@ -1,0 +1,3 @@
+"""tunewise: data-centric fine-tuning of open LLMs."""
+
+__version__ = "0.1.0"

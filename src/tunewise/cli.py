@@ -1,0 +1,97 @@
+"""Command line: thin wrappers that load the config and call the pipeline."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from tunewise import __version__
+from tunewise.errors import TunewiseError
+
+app = typer.Typer(
+    help="Data-centric fine-tuning: LoRA fine-tune an open LLM and measure it against the prompted base.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(soft_wrap=True)  # log lines stay whole when piped; tables still fit
+err_console = Console(stderr=True, soft_wrap=True)
+
+ConfigArg = Annotated[Path, typer.Argument(help="YAML config file", show_default=False)]
+OverridesArg = Annotated[
+    list[str] | None, typer.Argument(help="dotted overrides, e.g. train.lr=1e-4 data.max_train_examples=200")
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"tunewise {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="show version")
+    ] = False,
+) -> None:
+    """tunewise: curate, fine-tune, evaluate."""
+
+
+@app.command()
+def run(config: ConfigArg, overrides: OverridesArg = None) -> None:
+    """Evaluate the base model, fine-tune with LoRA, evaluate the fine-tuned model, compare."""
+    _pipeline(config, overrides, do_train=True, do_eval=True)
+
+
+@app.command()
+def train(config: ConfigArg, overrides: OverridesArg = None) -> None:
+    """Fine-tune only: writes the run directory with the best adapter and metrics.jsonl."""
+    _pipeline(config, overrides, do_train=True, do_eval=False)
+
+
+@app.command("eval")
+def evaluate(
+    config: ConfigArg,
+    overrides: OverridesArg = None,
+    adapter: Annotated[Path | None, typer.Option(help="LoRA adapter directory (a run's adapter/)")] = None,
+) -> None:
+    """Evaluate the base model and, with --adapter, the fine-tuned one on the same split."""
+    _pipeline(config, overrides, do_train=False, do_eval=True, adapter=adapter)
+
+
+def _pipeline(config_path: Path, overrides: list[str] | None, **kwargs: object) -> None:
+    _quiet_libraries()
+    try:
+        from tunewise.config import load_config
+        from tunewise.pipeline import run as run_pipeline
+
+        config = load_config(config_path, overrides)
+        run_pipeline(config, config_path, console, **kwargs)  # type: ignore[arg-type]
+    except TunewiseError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        raise typer.Exit(130) from None
+
+
+def _quiet_libraries() -> None:
+    """Library warnings drown the output that matters; errors still show."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+
+
+if __name__ == "__main__":
+    sys.exit(app())

@@ -1,0 +1,181 @@
+"""Typed run configuration: YAML file + dotted CLI overrides, unknown keys are errors."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tunewise.errors import ConfigError
+
+RecordKind = Literal["classification", "completion", "chat", "alpaca"]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(Section):
+    name: str = Field("smollm2-135m-instruct", description="alias, HF model dir, .gguf file or hub id")
+    gguf_file: str | None = Field(None, description="GGUF file name inside `name` when `name` is a dir")
+    revision: str | None = None
+    trust_remote_code: bool = False
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+
+class DataConfig(Section):
+    kind: RecordKind = "classification"
+    train: Path
+    val: Path | None = None
+    test: Path | None = None
+    format: Literal["auto", "jsonl", "csv", "parquet"] = "auto"
+    encoding: str = "utf-8"
+    fields: dict[str, str] = Field(default_factory=dict, description="canonical field -> column in the file")
+    labels: list[str] | None = Field(None, description="allowed labels; inferred from train when unset")
+    on_error: Literal["raise", "skip"] = "raise"
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    max_train_examples: int | None = Field(None, gt=0)
+    max_val_examples: int | None = Field(None, gt=0)
+    max_test_examples: int | None = Field(None, gt=0)
+
+
+class PromptConfig(Section):
+    template: str | None = Field(None, description="Jinja2 template of the user turn; record fields are vars")
+    system: str | None = None
+    chat_template: bool = Field(True, description="wrap the prompt in the model's chat template")
+
+
+class LoraSettings(Section):
+    r: int = Field(16, gt=0)
+    alpha: int = Field(32, gt=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class TrainConfig(Section):
+    lr: float = Field(2e-4, gt=0)
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(-1, description="overrides epochs when > 0")
+    batch_size: int = Field(8, gt=0)
+    grad_accum: int = Field(1, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup: float = Field(0.05, ge=0, description="ratio of total steps if < 1, else steps")
+    scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
+    max_grad_norm: float = 1.0
+    max_length: int = Field(512, gt=8)
+    eval_steps: int = Field(50, gt=0)
+    logging_steps: int = Field(5, gt=0)
+    metric: str = Field("eval_loss", description="validation metric for early stopping and best checkpoint")
+    greater_is_better: bool | None = Field(None, description="inferred from the metric name when unset")
+    patience: int = Field(3, ge=0, description="evaluations without improvement before stopping; 0 = off")
+    min_delta: float = Field(0.0, ge=0)
+    divergence_evals: int = Field(3, gt=0, description="warn when val loss rises while train loss falls")
+    seed: int = 42
+
+
+class EvalConfig(Section):
+    split: Literal["test", "val"] = "test"
+    base: bool = Field(True, description="also evaluate the base model with the same prompt")
+    batch_size: int = Field(16, gt=0)
+
+
+class OutputConfig(Section):
+    dir: Path = Path("runs")
+    name: str | None = None
+
+
+class Config(Section):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig
+    prompt: PromptConfig = Field(default_factory=PromptConfig)
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @model_validator(mode="after")
+    def _check_metric(self) -> Config:
+        if not self.train.metric.startswith("eval_"):
+            self.train.metric = f"eval_{self.train.metric}"
+        return self
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read YAML, apply `a.b=value` overrides, validate. Relative data paths resolve against the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    for override in overrides or []:
+        apply_override(raw, override)
+    config = validate_config(raw, source=str(path))
+    _resolve_data_paths(config.data, path.parent)
+    return config
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    key, sep, value = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override '{override}': expected KEY=VALUE, e.g. train.lr=1e-4")
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{override}': '{part}' is not a section")
+    node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+
+
+def validate_config(raw: dict[str, Any], source: str = "config") -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_describe(err, source) for err in exc.errors())) from None
+
+
+def _describe(err: Any, source: str) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        parent = _model_at(err["loc"][:-1])
+        hint = ""
+        if parent is not None:
+            close = difflib.get_close_matches(str(err["loc"][-1]), list(parent.model_fields), n=1)
+            hint = f" (did you mean '{'.'.join([*map(str, err['loc'][:-1]), close[0]])}'?)" if close else ""
+            hint = hint or f" (known: {', '.join(parent.model_fields)})"
+        return f"{source}: unknown key '{loc}'{hint}"
+    if err["type"] == "missing":
+        return f"{source}: missing required key '{loc}'"
+    return f"{source}: '{loc}': {err['msg']} (got {err.get('input')!r})"
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = Config
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def _resolve_data_paths(data: DataConfig, base: Path) -> None:
+    for name in ("train", "val", "test"):
+        value = getattr(data, name)
+        if value is not None and not value.is_absolute():
+            setattr(data, name, base / value)
+
+
+def dump_config(config: Config) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

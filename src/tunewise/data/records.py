@@ -1,0 +1,96 @@
+"""The one record type that crosses every stage, and its validation per kind."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# Canonical fields of each record kind; `data.fields` maps them to the file's column names.
+KIND_FIELDS: dict[str, tuple[str, ...]] = {
+    "classification": ("text", "label"),
+    "completion": ("prompt", "completion"),
+    "chat": ("messages",),
+    "alpaca": ("instruction", "input", "output"),
+}
+OPTIONAL_FIELDS = {"alpaca": {"input"}}
+CHAT_ROLES = {"system", "user", "assistant"}
+
+
+@dataclass(frozen=True)
+class Record:
+    kind: str
+    fields: Mapping[str, Any]
+    source: str
+    line: int
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def where(self) -> str:
+        return f"{self.source}:{self.line}"
+
+
+@dataclass(frozen=True)
+class Reject:
+    source: str
+    line: int
+    field: str | None
+    reason: str
+    stage: str = "read"
+    raw: Any = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "line": self.line,
+            "stage": self.stage,
+            "field": self.field,
+            "reason": self.reason,
+            "raw": self.raw,
+        }
+
+
+def build_record(
+    row: Mapping[str, Any], kind: str, mapping: Mapping[str, str], source: str, line: int
+) -> Record | Reject:
+    """Map columns to canonical fields and check types; a bad row becomes a Reject naming the field."""
+    fields: dict[str, Any] = {}
+    for name in KIND_FIELDS[kind]:
+        column = mapping.get(name, name)
+        value = row.get(column)
+        if value is None and name in OPTIONAL_FIELDS.get(kind, ()):
+            value = ""
+        problem = _check_value(kind, name, value)
+        if problem:
+            return Reject(source, line, column, problem, raw=dict(row))
+        fields[name] = value.strip() if isinstance(value, str) and name != "completion" else value
+    used = {mapping.get(name, name) for name in KIND_FIELDS[kind]}
+    extra = {k: v for k, v in row.items() if k not in used}
+    return Record(kind, fields, source, line, extra)
+
+
+def _check_value(kind: str, name: str, value: Any) -> str | None:
+    if value is None:
+        return "missing"
+    if kind == "chat":
+        return _check_messages(value)
+    if not isinstance(value, str):
+        if kind == "classification" and name == "label" and isinstance(value, int | bool):
+            return "label must be a string; quote it in the file or map integer ids to names first"
+        return f"expected a string, got {type(value).__name__}"
+    if not value.strip() and name not in OPTIONAL_FIELDS.get(kind, ()):
+        return "empty"
+    return None
+
+
+def _check_messages(messages: Any) -> str | None:
+    if not isinstance(messages, list) or not messages:
+        return "expected a non-empty list of {role, content} messages"
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict) or not isinstance(msg.get("content"), str):
+            return f"message {i}: expected {{'role': ..., 'content': <string>}}"
+        if msg.get("role") not in CHAT_ROLES:
+            return f"message {i}: unknown role {msg.get('role')!r} (use system, user or assistant)"
+    if not any(m["role"] == "assistant" for m in messages):
+        return "no assistant turn to learn from"
+    return None

@@ -1,0 +1,25 @@
+"""Errors a user can act on. The CLI prints them as one line, never as a traceback."""
+
+from __future__ import annotations
+
+
+class TunewiseError(Exception):
+    """An error with a message written for the user: what is wrong, where, and what to do."""
+
+
+class ConfigError(TunewiseError):
+    pass
+
+
+class DataError(TunewiseError):
+    """A bad record: names the file, the line or row, the field and the fix."""
+
+    def __init__(self, source: str, line: int, field: str | None, reason: str, hint: str = "") -> None:
+        self.source, self.line, self.field, self.reason, self.hint = source, line, field, reason, hint
+        where = f"{source}:{line}" if line else source
+        what = f"field '{field}': {reason}" if field else reason
+        super().__init__(f"{where}: {what}" + (f" ({hint})" if hint else ""))
+
+
+class ModelLoadError(TunewiseError):
+    pass

@@ -1,0 +1,102 @@
+"""Log-likelihood scoring: answer choices (classification) and completion tokens (perplexity)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from rich.progress import Progress
+
+from tunewise.data.encode import IGNORE_INDEX, Encoded
+
+
+@torch.no_grad()
+def choice_logprobs(
+    model: Any,
+    prompts: list[list[int]],
+    choices: list[list[int]],
+    pad_id: int,
+    batch_size: int,
+    progress: Progress | None = None,
+    description: str = "scoring",
+) -> torch.Tensor:
+    """Sum of log p(choice tokens | prompt) for every prompt x choice, shape [n_prompts, n_choices].
+
+    Each prompt runs once; its KV cache is then shared by all choices, so scoring C labels costs
+    about one prompt pass instead of C. Prompts are left-padded so their last token lines up.
+    """
+    model.eval()
+    n_choices = len(choices)
+    scores = torch.empty(len(prompts), n_choices)
+    choice_ids, choice_mask = _right_pad(choices, pad_id)
+    task = progress.add_task(description, total=len(prompts)) if progress else None
+    for index in _batches_by_length(prompts, batch_size):
+        ids, mask = _left_pad([prompts[i] for i in index], pad_id)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
+        )
+        first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # [B, V]
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(n_choices)
+        batch = len(index)
+        cont_ids = choice_ids.repeat(batch, 1)
+        cont_mask = torch.cat([mask.repeat_interleave(n_choices, 0), choice_mask.repeat(batch, 1)], dim=1)
+        cont_pos = positions[:, -1:].repeat_interleave(n_choices, 0) + 1 + torch.arange(choice_ids.shape[1])
+        logits = model(
+            input_ids=cont_ids, attention_mask=cont_mask, position_ids=cont_pos, past_key_values=cache
+        ).logits
+        rest = torch.log_softmax(logits.float(), dim=-1)  # [B*C, L, V]
+        for b, row in enumerate(index):
+            for c, choice in enumerate(choices):
+                k = b * n_choices + c
+                total = first[b, choice[0]]
+                if len(choice) > 1:
+                    steps = torch.arange(len(choice) - 1)
+                    total = total + rest[k, steps, torch.tensor(choice[1:])].sum()
+                scores[row, c] = total
+        if progress is not None and task is not None:
+            progress.advance(task, batch)
+    return scores
+
+
+@torch.no_grad()
+def completion_nll(model: Any, items: list[Encoded], pad_id: int, batch_size: int) -> tuple[float, int]:
+    """Total negative log-likelihood of the answer tokens and how many there were."""
+    model.eval()
+    total, count = 0.0, 0
+    for index in _batches_by_length([e.input_ids for e in items], batch_size):
+        ids, mask = _right_pad([items[i].input_ids for i in index], pad_id)
+        labels, _ = _right_pad([items[i].labels for i in index], IGNORE_INDEX)
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        target = labels[:, 1:]
+        nll = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]),
+            target.reshape(-1),
+            ignore_index=IGNORE_INDEX,
+            reduction="sum",
+        )
+        total += float(nll)
+        count += int((target != IGNORE_INDEX).sum())
+    return total, count
+
+
+def _batches_by_length(sequences: list[list[int]], batch_size: int) -> Iterator[list[int]]:
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]), reverse=True)
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
+def _left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([[pad] * (width - len(r)) + list(r) for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    return ids, mask
+
+
+def _right_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([list(r) + [pad] * (width - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    return ids, mask

@@ -1,0 +1,95 @@
+"""Evaluation tasks: the records to score plus how to ask the model and how to score its answers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from rich.progress import Progress
+
+from tunewise.data.encode import encode_records, special_prefix
+from tunewise.data.prompt import PromptRenderer
+from tunewise.data.records import Record
+from tunewise.evaluate.metrics import classification_metrics, perplexity_metrics
+from tunewise.evaluate.scoring import choice_logprobs, completion_nll
+
+
+@dataclass
+class EvalOutput:
+    metrics: dict[str, Any]
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+
+
+class EvalTask(Protocol):
+    name: str
+    primary_metric: str
+
+    def evaluate(
+        self,
+        model: Any,
+        tokenizer: Any,
+        renderer: PromptRenderer,
+        records: list[Record],
+        batch_size: int,
+        progress: Progress | None = None,
+        description: str = "",
+    ) -> EvalOutput: ...
+
+
+@dataclass
+class ClassificationTask:
+    """Picks the label whose answer text the model finds most likely: no free-text parsing to go wrong."""
+
+    labels: list[str]
+    name: str = "classification"
+    primary_metric: str = "macro_f1"
+
+    def evaluate(self, model, tokenizer, renderer, records, batch_size, progress=None, description=""):
+        prefix = special_prefix(tokenizer)
+        encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+        prompts = [prefix + encode(renderer.prompt(r)) for r in records]
+        choices = [encode(renderer.answer(label)) for label in self.labels]
+        scores = choice_logprobs(
+            model,
+            prompts,
+            choices,
+            tokenizer.pad_token_id,
+            batch_size,
+            progress,
+            description or "scoring labels",
+        )
+        predicted = [self.labels[i] for i in scores.argmax(dim=1).tolist()]
+        gold = [str(r.fields["label"]) for r in records]
+        predictions = [
+            {
+                "source": r.where,
+                "gold": g,
+                "pred": p,
+                "logprobs": {label: round(float(s), 4) for label, s in zip(self.labels, row, strict=True)},
+            }
+            for r, g, p, row in zip(records, gold, predicted, scores, strict=True)
+        ]
+        return EvalOutput(classification_metrics(gold, predicted, self.labels), predictions)
+
+
+@dataclass
+class PerplexityTask:
+    """Perplexity of the reference answers: a fluency figure, never the only one a task should report."""
+
+    max_length: int
+    name: str = "perplexity"
+    primary_metric: str = "perplexity"
+
+    def evaluate(self, model, tokenizer, renderer, records, batch_size, progress=None, description=""):
+        items, _ = encode_records(records, renderer, tokenizer, self.max_length)
+        total, count = completion_nll(model, items, tokenizer.pad_token_id, batch_size)
+        return EvalOutput(perplexity_metrics(total, count))
+
+
+TASKS = {"classification": ClassificationTask, "perplexity": PerplexityTask}
+
+
+def task_for(kind: str, labels: list[str], max_length: int) -> EvalTask:
+    if kind == "classification":
+        return ClassificationTask(labels)
+    return PerplexityTask(max_length)

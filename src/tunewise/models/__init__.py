@@ -1,0 +1,5 @@
+"""Model loading: HF dirs, hub ids, GGUF files and built-in aliases, safetensors only."""
+
+from tunewise.models.loader import LoadedModel, load_model, resolve_model
+
+__all__ = ["LoadedModel", "load_model", "resolve_model"]

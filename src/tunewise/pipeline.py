@@ -1,0 +1,189 @@
+"""`tunewise run`: data -> base evaluation -> LoRA training -> fine-tuned evaluation -> run directory."""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from tunewise.config import Config
+from tunewise.data.encode import encode_records
+from tunewise.data.prompt import PromptRenderer
+from tunewise.data.splits import DataSplits, load_splits
+from tunewise.errors import DataError
+from tunewise.evaluate.tasks import EvalTask, task_for
+from tunewise.models import load_model
+from tunewise.report import print_comparison, print_data_summary
+from tunewise.track import RunDir, create_run_dir
+
+
+def run(
+    config: Config,
+    config_path: Path,
+    console: Console,
+    do_train: bool = True,
+    do_eval: bool = True,
+    adapter: Path | None = None,
+) -> RunDir:
+    started = time.time()
+    run_dir = create_run_dir(config, config_path)
+    console.print(f"run directory: {run_dir.path}")
+
+    splits = load_splits(config.data, config.train.seed)  # before the model: bad data fails in a second
+    rejects_path = run_dir.write_rejects(splits.rejects)
+    print_data_summary(console, splits, rejects_path)
+
+    with console.status(f"loading model {config.model.name} (the first GGUF load converts it, ~25 s)"):
+        loaded = load_model(config.model)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    if adapter is not None:
+        model = _attach_adapter(model, adapter)
+    renderer = PromptRenderer(config.prompt, config.data.kind, tokenizer, splits.labels)
+    task = task_for(config.data.kind, splits.labels, config.train.max_length)
+    eval_records = splits.test if config.eval.split == "test" else splits.val
+    results: dict[str, dict[str, Any]] = {}
+    predictions: dict[str, list[dict[str, Any]]] = {}
+
+    if do_eval and config.eval.base:
+        base_ctx = model.disable_adapter() if adapter is not None else nullcontext()
+        with base_ctx:
+            results["base"], predictions["base"] = _evaluate(
+                task, model, tokenizer, renderer, eval_records, config, console, "base model"
+            )
+    train_summary: dict[str, Any] | None = None
+    if do_train:
+        model, train_summary = _train(model, tokenizer, config, splits, renderer, run_dir, console)
+    if do_eval and (do_train or adapter is not None):
+        results["fine-tuned"], predictions["fine-tuned"] = _evaluate(
+            task, model, tokenizer, renderer, eval_records, config, console, "fine-tuned model"
+        )
+
+    if results:
+        _write_eval(run_dir, task, config, eval_records, results, predictions, train_summary, adapter)
+        print_comparison(console, results, task.primary_metric)
+    console.print(f"done in {time.time() - started:.0f} s; outputs in {run_dir.path}")
+    return run_dir
+
+
+def _train(
+    model: Any,
+    tokenizer: Any,
+    config: Config,
+    splits: DataSplits,
+    renderer: PromptRenderer,
+    run_dir: RunDir,
+    console: Console,
+) -> tuple[Any, dict[str, Any]]:
+    from tunewise.train import train  # imports the Trainer stack only when training
+
+    max_length = config.train.max_length
+    train_items, bad_train = encode_records(splits.train, renderer, tokenizer, max_length)
+    val_items, bad_val = encode_records(splits.val, renderer, tokenizer, max_length)
+    bad = bad_train + bad_val
+    if bad and config.data.on_error == "raise":
+        first = bad[0]
+        raise DataError(first.source, first.line, first.field, first.reason)
+    if bad:
+        run_dir.write_rejects(bad)
+        console.print(
+            f"[yellow]{len(bad)} examples rejected before training (max_length); "
+            f"see {run_dir.path / 'rejects.jsonl'}[/]"
+        )
+    truncated = sum(e.truncated for e in train_items)
+    if truncated:
+        console.print(f"[yellow]{truncated} training examples truncated to {max_length} tokens[/]")
+    result = train(model, tokenizer, config, train_items, val_items, run_dir.path, console)
+    summary = {
+        "steps": result.steps,
+        "planned_steps": result.planned_steps,
+        "best_step": result.best_step,
+        "best_metric": result.best_metric,
+        "metric": config.train.metric,
+        "stopped_early": result.stopped_early,
+        "divergence_warnings_at": result.divergence_steps,
+        "trainable_params": result.trainable_params,
+        "total_params": result.total_params,
+        "adapter": str(result.adapter_dir),
+    }
+    if result.stopped_early:
+        console.print(f"early stopping at step {result.steps} of {result.planned_steps}")
+    console.print(
+        f"best checkpoint: step {result.best_step} ({config.train.metric} = {result.best_metric:.4f}), "
+        f"restored and saved to {result.adapter_dir}"
+    )
+    return result.model, summary
+
+
+def _evaluate(
+    task: EvalTask,
+    model: Any,
+    tokenizer: Any,
+    renderer: PromptRenderer,
+    records: list,
+    config: Config,
+    console: Console,
+    label: str,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        output = task.evaluate(
+            model, tokenizer, renderer, records, config.eval.batch_size, progress, f"evaluating {label}"
+        )
+    console.print(
+        f"{label}: {task.primary_metric} = {output.metrics[task.primary_metric]:.4f} "
+        f"on {len(records)} {config.eval.split} examples"
+    )
+    return output.metrics, output.predictions
+
+
+def _attach_adapter(model: Any, adapter: Path) -> Any:
+    from peft import PeftModel
+
+    from tunewise.errors import ModelLoadError
+
+    if not (adapter / "adapter_config.json").is_file():
+        raise ModelLoadError(
+            f"--adapter {adapter}: no adapter_config.json; pass the run's adapter/ directory"
+        )
+    if not (adapter / "adapter_model.safetensors").is_file():
+        raise ModelLoadError(
+            f"--adapter {adapter}: no adapter_model.safetensors (only safetensors are loaded)"
+        )
+    return PeftModel.from_pretrained(model, str(adapter))
+
+
+def _write_eval(
+    run_dir: RunDir,
+    task: EvalTask,
+    config: Config,
+    records: list,
+    results: dict[str, Any],
+    predictions: dict[str, list[dict[str, Any]]],
+    train_summary: dict[str, Any] | None,
+    adapter: Path | None,
+) -> None:
+    payload: dict[str, Any] = {
+        "task": task.name,
+        "primary_metric": task.primary_metric,
+        "split": config.eval.split,
+        "n_examples": len(records),
+        "model": config.model.name,
+        "models": results,
+    }
+    if "base" in results and "fine-tuned" in results:
+        metric = task.primary_metric
+        payload["delta"] = {metric: results["fine-tuned"][metric] - results["base"][metric]}
+    if train_summary:
+        payload["train"] = train_summary
+    if adapter is not None:
+        payload["adapter"] = str(adapter)
+    run_dir.write_json("eval.json", payload)
+    rows = []
+    for name, preds in predictions.items():
+        rows += [{"model": name, **p} for p in preds]
+    if rows:
+        run_dir.write_jsonl("predictions.jsonl", rows)

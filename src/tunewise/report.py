@@ -1,0 +1,64 @@
+"""Console summaries (rich): data counts and the base vs fine-tuned table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from tunewise.data.splits import DataSplits
+
+
+def print_data_summary(console: Console, splits: DataSplits, rejects_path: Any) -> None:
+    sizes = f"train {len(splits.train)}, val {len(splits.val)}, test {len(splits.test)}"
+    read = ", ".join(f"{name} {n}" for name, n in splits.read_counts.items())
+    console.print(f"data: {sizes} (rows read: {read}; rejected: {len(splits.rejects)})")
+    if splits.rejects:
+        console.print(f"[yellow]{len(splits.rejects)} records rejected, with reasons, in {rejects_path}[/]")
+    if splits.labels:
+        console.print(f"labels: {', '.join(splits.labels)}")
+
+
+def print_comparison(console: Console, results: dict[str, dict[str, Any]], primary: str) -> None:
+    names = list(results)
+    table = Table(title="Evaluation", show_lines=False)
+    table.add_column("metric")
+    for name in names:
+        table.add_column(name, justify="right")
+    if len(names) == 2:
+        table.add_column("Δ", justify="right")
+    for metric, label in _rows(results[names[0]], primary):
+        values = [_get(results[n], metric) for n in names]
+        cells = [f"{v:.4f}" if v is not None else "-" for v in values]
+        if len(names) == 2 and None not in values:
+            cells.append(f"{values[1] - values[0]:+.4f}")
+        table.add_row(label, *cells)
+    console.print(table)
+    last = results[names[-1]]
+    if "confusion_matrix" in last:
+        matrix = last["confusion_matrix"]
+        cm = Table(title=f"Confusion matrix ({names[-1]}; rows gold, columns predicted)")
+        cm.add_column("")
+        for label in matrix["labels"]:
+            cm.add_column(label, justify="right")
+        for label, row in zip(matrix["labels"], matrix["rows_gold_cols_pred"], strict=True):
+            cm.add_row(label, *map(str, row))
+        console.print(cm)
+
+
+def _rows(metrics: dict[str, Any], primary: str) -> list[tuple[str, str]]:
+    rows = [(primary, primary)]
+    rows += [(k, k) for k, v in metrics.items() if isinstance(v, float) and k != primary]
+    for label in metrics.get("per_class", {}):
+        rows.append((f"per_class.{label}.f1", f"F1 {label}"))
+    return rows
+
+
+def _get(metrics: dict[str, Any], dotted: str) -> float | None:
+    node: Any = metrics
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return float(node) if isinstance(node, int | float) else None

@@ -1,0 +1,71 @@
+"""Trainer callbacks: append-only metrics log and the overfitting (train/val divergence) warning."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from transformers import TrainerCallback
+
+
+class MetricsLogger(TrainerCallback):
+    """Appends every logged dict to metrics.jsonl, flushed per line so a crash loses at most one line."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
+
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
+    ) -> None:
+        if logs:
+            self.write({"step": state.global_step, "epoch": state.epoch, **logs})
+
+
+class DivergenceMonitor(TrainerCallback):
+    """Warns when validation loss rises while training loss falls for `window` evaluations in a row."""
+
+    def __init__(self, window: int, logger: MetricsLogger, console: Console) -> None:
+        self.window, self.logger, self.console = window, logger, console
+        self.recent_train: list[float] = []
+        self.history: list[tuple[int, float, float]] = []  # (step, mean train loss since last eval, val loss)
+        self.warned_at: list[int] = []
+
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
+    ) -> None:
+        if logs and "loss" in logs:
+            self.recent_train.append(float(logs["loss"]))
+
+    def on_evaluate(
+        self, args: Any, state: Any, control: Any, metrics: dict[str, Any] | None = None, **kw: Any
+    ):
+        if not metrics or "eval_loss" not in metrics or not self.recent_train:
+            return
+        train_loss = sum(self.recent_train) / len(self.recent_train)
+        self.recent_train = []
+        self.history.append((state.global_step, train_loss, float(metrics["eval_loss"])))
+        # Warn once per stretch: when divergence starts, not again at every later evaluation of it.
+        if diverging(self.history, self.window) and not diverging(self.history[:-1], self.window):
+            step = state.global_step
+            start = self.history[-self.window - 1][0]
+            self.warned_at.append(step)
+            self.console.print(
+                f"[yellow]warning: overfitting: validation loss rose for {self.window} evaluations "
+                f"(steps {start}-{step}) while training loss fell; the best checkpoint is kept[/]"
+            )
+            self.logger.write({"step": step, "event": "divergence", "from_step": start})
+
+
+def diverging(history: list[tuple[int, float, float]], window: int) -> bool:
+    if len(history) <= window:
+        return False
+    tail = history[-window - 1 :]
+    return all(b[1] < a[1] and b[2] > a[2] for a, b in itertools.pairwise(tail))

@@ -1,0 +1,188 @@
+"""Build and run the LoRA fine-tune: PEFT model, Trainer, callbacks; returns the best adapter."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from peft import LoraConfig, get_peft_model
+from rich.console import Console
+from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
+
+from tunewise.config import Config
+from tunewise.data.encode import Encoded
+from tunewise.errors import ConfigError
+from tunewise.train.callbacks import DivergenceMonitor, MetricsLogger
+from tunewise.train.collate import PaddingCollator
+
+LOWER_IS_BETTER = ("loss", "perplexity", "error")
+
+
+@dataclass
+class TrainResult:
+    model: Any  # the PEFT model with the best checkpoint's weights loaded
+    adapter_dir: Path
+    steps: int
+    planned_steps: int
+    best_step: int | None
+    best_metric: float | None
+    stopped_early: bool
+    divergence_steps: list[int]
+    trainable_params: int
+    total_params: int
+
+
+def add_lora(model: Any, cfg: Config) -> Any:
+    lora = LoraConfig(
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=cfg.lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    set_seed(cfg.train.seed)  # LoRA A matrices are random: the seed must reach PEFT's init
+    return get_peft_model(model, lora)
+
+
+def planned_steps(n_train: int, cfg: Config) -> int:
+    if cfg.train.max_steps > 0:
+        return cfg.train.max_steps
+    per_epoch = math.ceil(n_train / (cfg.train.batch_size * cfg.train.grad_accum))
+    return max(1, math.ceil(per_epoch * cfg.train.epochs))
+
+
+def training_arguments(cfg: Config, output_dir: Path, total_steps: int) -> TrainingArguments:
+    t = cfg.train
+    metric = t.metric
+    greater = t.greater_is_better
+    if greater is None:
+        greater = not any(word in metric for word in LOWER_IS_BETTER)
+    eval_steps = min(t.eval_steps, total_steps)  # at least one evaluation, so a best checkpoint exists
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.lr,
+        weight_decay=t.weight_decay,
+        warmup_steps=t.warmup,
+        lr_scheduler_type=t.scheduler,
+        max_grad_norm=t.max_grad_norm,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        eval_strategy="steps",
+        eval_steps=eval_steps,
+        save_strategy="steps",
+        save_steps=eval_steps,
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model=metric,
+        greater_is_better=greater,
+        optim="adamw_torch",
+        seed=t.seed,
+        data_seed=t.seed,
+        train_sampling_strategy="group_by_length",  # less padding per batch
+        remove_unused_columns=False,
+        report_to="none",
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        disable_tqdm=False,  # progress bars stay on although we quiet transformers' logging
+    )
+
+
+def to_dataset(items: list[Encoded]) -> Dataset:
+    return Dataset.from_dict(
+        {
+            "input_ids": [e.input_ids for e in items],
+            "labels": [e.labels for e in items],
+            "length": [len(e.input_ids) for e in items],
+        }
+    )
+
+
+def train(
+    model: Any,
+    tokenizer: Any,
+    cfg: Config,
+    train_items: list[Encoded],
+    val_items: list[Encoded],
+    run_dir: Path,
+    console: Console,
+    collator: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]] | None = None,
+    loss_fn: Callable[..., torch.Tensor] | None = None,
+) -> TrainResult:
+    """Fine-tune `model` with LoRA. `collator` and `loss_fn` replace the padded defaults when given."""
+    if cfg.train.metric != "eval_loss":
+        raise ConfigError(
+            f"train.metric: '{cfg.train.metric}' is not computed during training yet; use eval_loss"
+        )
+    if not val_items:
+        raise ConfigError("no validation examples: early stopping needs data.val or data.val_fraction")
+    peft_model = add_lora(model, cfg)
+    trainable, total = peft_model.get_nb_trainable_parameters()
+    console.print(
+        f"LoRA r={cfg.lora.r}: trainable params {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)"
+    )
+
+    total_steps = planned_steps(len(train_items), cfg)
+    logger = MetricsLogger(run_dir / "metrics.jsonl")
+    divergence = DivergenceMonitor(cfg.train.divergence_evals, logger, console)
+    callbacks: list[Any] = [logger, divergence]
+    if cfg.train.patience > 0:
+        callbacks.append(EarlyStoppingCallback(cfg.train.patience, cfg.train.min_delta))
+    trainer = Trainer(
+        model=peft_model,
+        args=training_arguments(cfg, run_dir / "checkpoints", total_steps),
+        train_dataset=to_dataset(train_items),
+        eval_dataset=to_dataset(val_items),
+        data_collator=collator or PaddingCollator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        compute_loss_func=loss_fn,
+        callbacks=callbacks,
+    )
+    console.print(
+        f"training: {len(train_items)} examples, {total_steps} optimizer steps, "
+        f"validation on {len(val_items)} every {trainer.args.eval_steps} steps"
+    )
+    trainer.train()
+
+    state = trainer.state
+    adapter_dir = run_dir / "adapter"
+    peft_model.save_pretrained(adapter_dir)  # safetensors; best checkpoint already restored by the Trainer
+    best_step = _step_of(state.best_model_checkpoint)
+    stopped_early = state.global_step < state.max_steps
+    logger.write(
+        {
+            "step": state.global_step,
+            "event": "train_end",
+            "best_step": best_step,
+            "best_metric": state.best_metric,
+            "stopped_early": stopped_early,
+        }
+    )
+    return TrainResult(
+        peft_model,
+        adapter_dir,
+        state.global_step,
+        state.max_steps,
+        best_step,
+        state.best_metric,
+        stopped_early,
+        divergence.warned_at,
+        trainable,
+        total,
+    )
+
+
+def _step_of(checkpoint: str | None) -> int | None:
+    if not checkpoint:
+        return None
+    tail = Path(checkpoint).name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else None

@@ -1,0 +1,61 @@
+"""Every user mistake ends in one actionable line and exit code 2, never a traceback."""
+
+import json
+import re
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from tunewise.cli import app
+
+runner = CliRunner()
+
+
+def _fails_with(args: list, pattern: str) -> None:
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.output
+    assert re.search(pattern, errors[0]), errors[0]
+
+
+def test_config_typo(write_config):
+    _fails_with(["run", write_config(train={"learning_rate": 1e-3})], r"unknown key 'train.learning_rate'")
+
+
+def test_missing_config_and_missing_data_file(write_config, tmp_path: Path):
+    _fails_with(["run", tmp_path / "nope.yaml"], r"nope.yaml: config file not found")
+    _fails_with(
+        ["run", write_config(data={"train": str(tmp_path / "gone.jsonl")})], r"gone.jsonl: file not found"
+    )
+
+
+def test_malformed_jsonl_line(write_config, tiny_data):
+    with tiny_data["train"].open("a") as fh:
+        fh.write('{"text": "oops", "label": \n')
+    _fails_with(["run", write_config()], r"train.jsonl:97: invalid JSON at column \d+.*on_error: skip")
+
+
+def test_unknown_label(write_config, tiny_data):
+    with tiny_data["test"].open("a") as fh:
+        fh.write(json.dumps({"text": "meh", "label": "mixed"}) + "\n")
+    _fails_with(["run", write_config()], r"test.jsonl:31: field 'label': unknown label 'mixed'")
+
+
+def test_bad_override(write_config):
+    _fails_with(["run", write_config(), "train.lr"], r"expected KEY=VALUE")
+
+
+def test_skip_mode_writes_rejects_and_reports_counts(write_config, tiny_data, tmp_path: Path):
+    with tiny_data["train"].open("a") as fh:
+        fh.write("garbage\n" + json.dumps({"text": "", "label": "neutral"}) + "\n")
+    result = runner.invoke(
+        app, ["train", str(write_config(data={"on_error": "skip"}, train={"max_steps": 2}))]
+    )
+    assert result.exit_code == 0, result.output
+    (run,) = list((tmp_path / "runs").iterdir())
+    rejects = [json.loads(line) for line in (run / "rejects.jsonl").read_text().splitlines()]
+    assert [(r["line"], r["field"]) for r in rejects] == [(97, None), (98, "text")]
+    assert "rejected: 2" in result.output

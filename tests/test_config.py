@@ -1,0 +1,69 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tunewise.config import load_config, validate_config
+from tunewise.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted(p for d in ("configs", "examples") for p in (ROOT / d).rglob("*.yaml"))
+
+
+def test_there_are_shipped_configs():
+    assert any("tweet-sentiment" in str(p) for p in SHIPPED)
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_shipped_config_validates_and_names_its_command(path: Path):
+    config = load_config(path)
+    first_line = path.read_text(encoding="utf-8").splitlines()[0]
+    assert first_line.startswith("# Run: tunewise ") and str(path.relative_to(ROOT)) in first_line
+    assert config.data.train.is_absolute() or config.data.train.parent == path.parent / "data"
+
+
+def _minimal(**data) -> dict:
+    return {"data": {"train": "train.jsonl", **data}}
+
+
+def test_unknown_key_is_named_with_a_suggestion():
+    with pytest.raises(ConfigError, match=r"unknown key 'train.lrr' \(did you mean 'train.lr'\?\)"):
+        validate_config({**_minimal(), "train": {"lrr": 1e-4}})
+
+
+def test_unknown_section_is_named():
+    with pytest.raises(ConfigError, match="unknown key 'trian'"):
+        validate_config({**_minimal(), "trian": {}})
+
+
+def test_wrong_type_names_key_and_value():
+    with pytest.raises(ConfigError, match=r"'train.batch_size'.*'lots'"):
+        validate_config({**_minimal(), "train": {"batch_size": "lots"}})
+
+
+def test_dotted_overrides_are_typed_and_checked(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(_minimal()), encoding="utf-8")
+    config = load_config(
+        path, ["train.lr=1e-4", "lora.r=4", "data.labels=[a, b]", "prompt.chat_template=false"]
+    )
+    assert config.train.lr == 1e-4 and config.lora.r == 4
+    assert config.data.labels == ["a", "b"] and config.prompt.chat_template is False
+    assert config.data.train == tmp_path / "train.jsonl"  # resolved against the config's folder
+    with pytest.raises(ConfigError, match="unknown key 'lora.rank'"):
+        load_config(path, ["lora.rank=4"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_config(path, ["lora.r"])
+
+
+def test_missing_file_and_bad_yaml_are_one_line_errors(tmp_path: Path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  train: [unclosed\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"bad.yaml:\d+: invalid YAML"):
+        load_config(bad)
+
+
+def test_metric_name_gets_eval_prefix():
+    assert validate_config({**_minimal(), "train": {"metric": "loss"}}).train.metric == "eval_loss"

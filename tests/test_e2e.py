@@ -1,0 +1,95 @@
+"""End to end on a tiny random Llama: `tunewise run`, `train` and `eval` through the CLI."""
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from tunewise.cli import app
+from tunewise.config import load_config
+
+runner = CliRunner()
+
+
+def _invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def _only_run(runs: Path) -> Path:
+    (run,) = list(runs.iterdir())
+    return run
+
+
+def _metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_run_writes_the_run_directory_and_learns(write_config, tmp_path: Path):
+    result = _invoke("run", write_config())
+    assert result.exit_code == 0, result.output
+    run = _only_run(tmp_path / "runs")
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "eval.json",
+        "predictions.jsonl",
+        "adapter/adapter_model.safetensors",
+        "adapter/adapter_config.json",
+    ):
+        assert (run / name).is_file(), name
+    assert not list((run / "adapter").glob("*.bin"))  # weights as safetensors only
+    load_config(run / "config.yaml")  # the resolved config is itself a valid config
+
+    losses = [m["loss"] for m in _metrics(run) if "loss" in m]
+    assert len(losses) >= 5 and losses[-1] < 0.5 * losses[0]
+    evals = [m["eval_loss"] for m in _metrics(run) if "eval_loss" in m]
+    assert evals[-1] < evals[0]
+
+    report = json.loads((run / "eval.json").read_text())
+    assert set(report["models"]) == {"base", "fine-tuned"}
+    for metrics in report["models"].values():
+        assert metrics["n"] == 30 and 0.0 <= metrics["macro_f1"] <= 1.0
+        assert set(metrics["per_class"]) == {"negative", "neutral", "positive"}
+    assert report["train"]["best_step"] is not None
+    assert "macro_f1" in result.output and "fine-tuned" in result.output
+    assert "trainable params" in result.output
+
+    predictions = (run / "predictions.jsonl").read_text().splitlines()
+    assert len(predictions) == 60
+
+    # the saved adapter reproduces the fine-tuned figures through `tunewise eval`
+    again = _invoke(
+        "eval", write_config(output={"dir": str(tmp_path / "eval-runs")}), "--adapter", run / "adapter"
+    )
+    assert again.exit_code == 0, again.output
+    rerun = json.loads((_only_run(tmp_path / "eval-runs") / "eval.json").read_text())
+    assert abs(rerun["models"]["fine-tuned"]["macro_f1"] - report["models"]["fine-tuned"]["macro_f1"]) < 1e-9
+    assert rerun["models"]["base"] == report["models"]["base"]
+
+
+def test_early_stopping_stops_a_run_whose_validation_loss_stalls(write_config, tmp_path: Path):
+    config = write_config(train={"lr": 1e-9, "epochs": 4, "eval_steps": 2, "patience": 2, "min_delta": 0.01})
+    result = _invoke("train", config)
+    assert result.exit_code == 0, result.output
+    run = _only_run(tmp_path / "runs")
+    end = next(m for m in _metrics(run) if m.get("event") == "train_end")
+    planned = 4 * 96 // 8
+    assert end["stopped_early"] is True and end["step"] == 6 < planned  # evals at 2, 4, 6: no gain >= 0.01
+    assert end["best_step"] in (2, 4, 6)  # the stalled evaluations differ only by float noise
+    assert "early stopping at step 6" in result.output
+
+
+def test_overfitting_warning_when_val_rises_while_train_falls(write_config, tmp_path: Path, tiny_data):
+    # Three memorable training texts; validation asks the same texts with other answers,
+    # so the better the model memorises train, the worse validation gets.
+    texts = {"negative": "awful awful awful", "neutral": "plain plain plain", "positive": "great great great"}
+    flipped = {"negative": "positive", "positive": "neutral", "neutral": "negative"}
+    train_rows = [{"text": texts[label], "label": label} for label in sorted(texts)] * 32
+    val_rows = [{"text": texts[label], "label": flipped[label]} for label in sorted(texts)] * 4
+    tiny_data["train"].write_text("".join(json.dumps(r) + "\n" for r in train_rows))
+    tiny_data["val"].write_text("".join(json.dumps(r) + "\n" for r in val_rows))
+    config = write_config(train={"lr": 2e-2, "epochs": 3, "eval_steps": 3, "divergence_evals": 2})
+    result = _invoke("train", config)
+    assert result.exit_code == 0, result.output
+    events = [m for m in _metrics(_only_run(tmp_path / "runs")) if m.get("event") == "divergence"]
+    assert events and "overfitting" in result.output

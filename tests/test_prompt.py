@@ -1,0 +1,93 @@
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+
+from tunewise.config import PromptConfig
+from tunewise.data.encode import IGNORE_INDEX, encode_records, encode_segments
+from tunewise.data.prompt import PromptRenderer
+from tunewise.data.records import Record
+from tunewise.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir: Path):
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def _record(text: str = "the car was great", label: str = "positive") -> Record:
+    return Record("classification", {"text": text, "label": label}, "t.jsonl", 1, {"confidence": 0.9})
+
+
+def test_template_renders_fields_labels_and_extra_inside_the_chat_template(tokenizer):
+    cfg = PromptConfig(template="{{ labels|join('/') }} {{ confidence }}: {{ text }}", system="Be brief.")
+    renderer = PromptRenderer(cfg, "classification", tokenizer, ["negative", "positive"])
+    prompt = renderer.prompt(_record())
+    assert prompt == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nnegative/positive 0.9: the car was great"
+        "<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert renderer.answer("positive") == "positive<|im_end|>"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ (text|attr('__class__')).__base__ }}",
+        "{{ cycler.__init__.__globals__.os.popen('id').read() }}",
+    ],
+)
+def test_sandbox_blocks_escape_payloads_with_a_clear_error(tokenizer, payload):
+    renderer = PromptRenderer(PromptConfig(template=payload), "classification", tokenizer, ["a"])
+    with pytest.raises(ConfigError, match="prompt.template: blocked by the sandbox: .*unsafe"):
+        renderer.prompt(_record())
+
+
+def test_undefined_variable_names_the_record(tokenizer):
+    renderer = PromptRenderer(PromptConfig(template="{{ tweet }}"), "classification", tokenizer, ["a"])
+    with pytest.raises(Exception, match=r"t.jsonl:1: prompt.template failed: 'tweet' is undefined"):
+        renderer.prompt(_record())
+
+
+def test_syntax_error_in_template_is_a_config_error(tokenizer):
+    with pytest.raises(ConfigError, match="prompt.template: line 1"):
+        PromptRenderer(PromptConfig(template="{{ text "), "classification", tokenizer, ["a"])
+
+
+def test_loss_only_on_answer_tokens(tokenizer):
+    renderer = PromptRenderer(PromptConfig(), "classification", tokenizer, ["negative", "positive"])
+    encoded = encode_segments(renderer.segments(_record()), tokenizer, 512, [])
+    trained = [t for t, lab in zip(encoded.input_ids, encoded.labels, strict=True) if lab != IGNORE_INDEX]
+    assert tokenizer.decode(trained) == "positive<|im_end|>"
+    prompt_ids = tokenizer(renderer.prompt(_record()), add_special_tokens=False)["input_ids"]
+    assert encoded.input_ids[: len(prompt_ids)] == prompt_ids  # same tokens as evaluation sees
+
+
+def test_chat_records_train_on_every_assistant_turn(tokenizer):
+    messages = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "how"},
+        {"role": "assistant", "content": "fine"},
+    ]
+    renderer = PromptRenderer(PromptConfig(), "chat", tokenizer)
+    segments = renderer.segments(Record("chat", {"messages": messages}, "c.jsonl", 1))
+    assert [s.text for s in segments if s.train] == ["hello<|im_end|>", "fine<|im_end|>"]
+    full = tokenizer.apply_chat_template(messages, tokenize=False)
+    assert "".join(s.text for s in segments) == full.rstrip()
+
+
+def test_answer_cut_by_max_length_is_rejected_not_trained(tokenizer):
+    renderer = PromptRenderer(PromptConfig(), "classification", tokenizer, ["negative", "positive"])
+    long_record = _record(text="great " * 200)
+    items, rejects = encode_records([_record(), long_record], renderer, tokenizer, max_length=40)
+    assert len(items) == 1 and len(rejects) == 1
+    assert "answer cut entirely by train.max_length=40" in rejects[0].reason and rejects[0].line == 1
+
+
+def test_plain_prompt_without_chat_template_ends_with_eos(tokenizer):
+    cfg = PromptConfig(template="Text: {{ text }}\nLabel:", chat_template=False)
+    renderer = PromptRenderer(cfg, "classification", tokenizer, ["positive"])
+    assert renderer.prompt(_record()) == "Text: the car was great\nLabel:"
+    assert renderer.answer(" positive") == " positive" + tokenizer.eos_token

@@ -1,0 +1,71 @@
+"""The embedded SmolLM2-135M-Instruct for real (make test-slow): GGUF load, cache, a few training steps."""
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from tunewise.cli import app
+from tunewise.config import ModelConfig
+from tunewise.models import load_model
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("tunewise-cache")
+
+
+def test_gguf_alias_loads_answers_and_is_cached_as_safetensors(cache_dir: Path, monkeypatch):
+    monkeypatch.setenv("TUNEWISE_CACHE", str(cache_dir))
+    first = load_model(ModelConfig(name="smollm2-135m-instruct"))
+    cached = list((cache_dir / "gguf").glob("SmolLM2-135M-Instruct.Q4_1-*/model.safetensors"))
+    assert len(cached) == 1
+    start = time.perf_counter()
+    second = load_model(ModelConfig(name="smollm2-135m-instruct"))
+    reload_seconds = time.perf_counter() - start
+    print(f"cached reload: {reload_seconds:.2f} s")
+    for (name, a), (_, b) in zip(
+        first.model.state_dict().items(), second.model.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    tok = second.tokenizer
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    out = second.model.generate(**ids, max_new_tokens=12, do_sample=False)
+    assert "Paris" in tok.decode(out[0, ids["input_ids"].shape[1] :])
+
+
+def test_run_on_real_tweets_for_a_few_steps(cache_dir: Path, tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("TUNEWISE_CACHE", str(cache_dir))
+    root = Path(__file__).resolve().parents[1]
+    example = root / "examples" / "tweet-sentiment"
+    if not (example / "data" / "train.jsonl").is_file():
+        import subprocess
+        import sys
+
+        subprocess.run([sys.executable, str(example / "prepare.py")], check=True)
+    overrides = [
+        "data.max_train_examples=16",
+        "data.max_val_examples=8",
+        "data.max_test_examples=12",
+        "train.max_steps=2",
+        "train.eval_steps=1",
+        f"output.dir={tmp_path}",
+    ]
+    result = CliRunner().invoke(
+        app, ["run", str(example / "config.yaml"), *overrides], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    (run,) = list(tmp_path.iterdir())
+    report = json.loads((run / "eval.json").read_text())
+    assert report["models"]["base"]["n"] == 12 and report["train"]["steps"] == 2
+    assert (run / "adapter" / "adapter_model.safetensors").is_file()
