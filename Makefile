@@ -32,7 +32,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests examples bench
 
 bench: $(STAMP)
-	@echo "benchmarks arrive with the performance issue (#6); nothing to run yet"
+	$(BIN)/python bench/label_scoring.py
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info

@@ -67,3 +67,8 @@ def test_missing_file_and_bad_yaml_are_one_line_errors(tmp_path: Path):
 
 def test_metric_name_gets_eval_prefix():
     assert validate_config({**_minimal(), "train": {"metric": "loss"}}).train.metric == "eval_loss"
+
+
+def test_metric_not_computed_during_training_is_refused_at_load():
+    with pytest.raises(ConfigError, match="train.metric 'eval_rouge' is not computed during training"):
+        validate_config({**_minimal(), "train": {"metric": "rouge"}})

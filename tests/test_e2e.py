@@ -93,3 +93,33 @@ def test_overfitting_warning_when_val_rises_while_train_falls(write_config, tmp_
     assert result.exit_code == 0, result.output
     events = [m for m in _metrics(_only_run(tmp_path / "runs")) if m.get("event") == "divergence"]
     assert events and "overfitting" in result.output
+
+
+def test_generative_kinds_train_and_report_answer_perplexity(write_config, tmp_path: Path, tiny_data):
+    rows = [json.loads(line) for line in tiny_data["train"].read_text().splitlines()]
+    chats = [
+        {"messages": [{"role": "user", "content": r["text"]}, {"role": "assistant", "content": r["label"]}]}
+        for r in rows
+    ]
+    for name, kind, records in (
+        ("completion", "completion", [{"prompt": r["text"], "completion": r["label"]} for r in rows]),
+        ("chat", "chat", chats),
+        (
+            "alpaca",
+            "alpaca",
+            [{"instruction": "Label it.", "input": r["text"], "output": r["label"]} for r in rows],
+        ),
+    ):
+        data = tmp_path / f"{name}.jsonl"
+        data.write_text("".join(json.dumps(r) + "\n" for r in records))
+        config = write_config(
+            data={"kind": kind, "train": str(data), "val": None, "test": None},
+            train={"epochs": 1},
+            output={"dir": str(tmp_path / name)},
+        )
+        result = _invoke("run", config)
+        assert result.exit_code == 0, result.output
+        report = json.loads((_only_run(tmp_path / name) / "eval.json").read_text())
+        base, tuned = report["models"]["base"], report["models"]["fine-tuned"]
+        assert report["task"] == "perplexity" and base["n_tokens"] == tuned["n_tokens"] > 0
+        assert tuned["perplexity"] < base["perplexity"], name

@@ -37,9 +37,16 @@ def test_gguf_path_and_hub_id_are_told_apart(tmp_path: Path):
 
 def test_hub_id_offline_and_not_cached_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(
-        ModelLoadError, match="could not load hub model 'tunewise-test/not-a-model'.*If offline"
-    ):
+    with pytest.raises(ModelLoadError, match="'tunewise-test/not-a-model' is not in the local cache"):
+        load_model(ModelConfig(name="tunewise-test/not-a-model"))
+
+
+def test_unreachable_hub_fails_fast_instead_of_retrying(monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "https://127.0.0.1:9")  # closed port
+    with pytest.raises(ModelLoadError, match="the hub cannot be reached"):
         load_model(ModelConfig(name="tunewise-test/not-a-model"))
 
 

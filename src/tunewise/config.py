@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from tunewise.errors import ConfigError
 
+TRAINING_METRICS = ("eval_loss",)  # validation metrics the Trainer reports at each evaluation
 RecordKind = Literal["classification", "completion", "chat", "alpaca"]
 
 
@@ -101,6 +102,11 @@ class Config(Section):
     def _check_metric(self) -> Config:
         if not self.train.metric.startswith("eval_"):
             self.train.metric = f"eval_{self.train.metric}"
+        if self.train.metric not in TRAINING_METRICS:
+            raise ValueError(
+                f"train.metric '{self.train.metric}' is not computed during training; "
+                f"use one of: {', '.join(TRAINING_METRICS)}"
+            )
         return self
 
 
@@ -154,6 +160,8 @@ def _describe(err: Any, source: str) -> str:
             hint = f" (did you mean '{'.'.join([*map(str, err['loc'][:-1]), close[0]])}'?)" if close else ""
             hint = hint or f" (known: {', '.join(parent.model_fields)})"
         return f"{source}: unknown key '{loc}'{hint}"
+    if not loc:  # a check across sections: pydantic's message already says what is wrong
+        return f"{source}: {str(err['msg']).removeprefix('Value error, ')}"
     if err["type"] == "missing":
         return f"{source}: missing required key '{loc}'"
     return f"{source}: '{loc}': {err['msg']} (got {err.get('input')!r})"

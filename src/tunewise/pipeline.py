@@ -14,7 +14,7 @@ from tunewise.config import Config
 from tunewise.data.encode import encode_records
 from tunewise.data.prompt import PromptRenderer
 from tunewise.data.splits import DataSplits, load_splits
-from tunewise.errors import DataError
+from tunewise.errors import DataError, ModelLoadError
 from tunewise.evaluate.tasks import EvalTask, task_for
 from tunewise.models import load_model
 from tunewise.report import print_comparison, print_data_summary
@@ -142,8 +142,6 @@ def _evaluate(
 
 def _attach_adapter(model: Any, adapter: Path) -> Any:
     from peft import PeftModel
-
-    from tunewise.errors import ModelLoadError
 
     if not (adapter / "adapter_config.json").is_file():
         raise ModelLoadError(

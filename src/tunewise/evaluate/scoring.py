@@ -29,23 +29,23 @@ def choice_logprobs(
     model.eval()
     n_choices = len(choices)
     scores = torch.empty(len(prompts), n_choices)
-    choice_ids, choice_mask = _right_pad(choices, pad_id)
+    choice_ids, choice_mask = right_pad(choices, pad_id)
     task = progress.add_task(description, total=len(prompts)) if progress else None
-    for index in _batches_by_length(prompts, batch_size):
-        ids, mask = _left_pad([prompts[i] for i in index], pad_id)
+    for index in batches_by_length(prompts, batch_size):
+        ids, mask = left_pad([prompts[i] for i in index], pad_id)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = model(
             input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
         )
         first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # [B, V]
-        cache = out.past_key_values
+        cache = out.cache
         cache.batch_repeat_interleave(n_choices)
         batch = len(index)
         cont_ids = choice_ids.repeat(batch, 1)
         cont_mask = torch.cat([mask.repeat_interleave(n_choices, 0), choice_mask.repeat(batch, 1)], dim=1)
         cont_pos = positions[:, -1:].repeat_interleave(n_choices, 0) + 1 + torch.arange(choice_ids.shape[1])
         logits = model(
-            input_ids=cont_ids, attention_mask=cont_mask, position_ids=cont_pos, past_key_values=cache
+            input_ids=cont_ids, attention_mask=cont_mask, position_ids=cont_pos, cache=cache
         ).logits
         rest = torch.log_softmax(logits.float(), dim=-1)  # [B*C, L, V]
         for b, row in enumerate(index):
@@ -66,9 +66,9 @@ def completion_nll(model: Any, items: list[Encoded], pad_id: int, batch_size: in
     """Total negative log-likelihood of the answer tokens and how many there were."""
     model.eval()
     total, count = 0.0, 0
-    for index in _batches_by_length([e.input_ids for e in items], batch_size):
-        ids, mask = _right_pad([items[i].input_ids for i in index], pad_id)
-        labels, _ = _right_pad([items[i].labels for i in index], IGNORE_INDEX)
+    for index in batches_by_length([e.input_ids for e in items], batch_size):
+        ids, mask = right_pad([items[i].input_ids for i in index], pad_id)
+        labels, _ = right_pad([items[i].labels for i in index], IGNORE_INDEX)
         logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
         target = labels[:, 1:]
         nll = torch.nn.functional.cross_entropy(
@@ -82,20 +82,20 @@ def completion_nll(model: Any, items: list[Encoded], pad_id: int, batch_size: in
     return total, count
 
 
-def _batches_by_length(sequences: list[list[int]], batch_size: int) -> Iterator[list[int]]:
+def batches_by_length(sequences: list[list[int]], batch_size: int) -> Iterator[list[int]]:
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]), reverse=True)
     for start in range(0, len(order), batch_size):
         yield order[start : start + batch_size]
 
 
-def _left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(r) for r in rows)
     ids = torch.tensor([[pad] * (width - len(r)) + list(r) for r in rows])
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
     return ids, mask
 
 
-def _right_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+def right_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(r) for r in rows)
     ids = torch.tensor([list(r) + [pad] * (width - len(r)) for r in rows])
     mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])

@@ -7,10 +7,12 @@ import importlib.util
 import os
 import re
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 
@@ -87,6 +89,11 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
     if source.kind == "gguf":
         location = str(_gguf_cache(Path(source.location) / source.gguf_file))
     kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code, "revision": cfg.revision}
+    if source.kind == "hub" and not _in_hub_cache(location, kwargs) and not _hub_reachable():
+        raise ModelLoadError(
+            f"hub model '{cfg.name}' is not in the local cache and the hub cannot be reached; download it "
+            "where there is network (hf download) or point model.name at a local directory"
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(
@@ -98,6 +105,30 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id
     return LoadedModel(model, tokenizer, source, cfg.name)
+
+
+def _in_hub_cache(hub_id: str, kwargs: dict[str, Any]) -> bool:
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(hub_id, local_files_only=True, **kwargs)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick connect instead of the hub client's minute of retries when there is no network."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}:
+        return False
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def _explain_load_failure(name: str, source: ModelSource, exc: Exception) -> str:

@@ -119,10 +119,6 @@ def train(
     loss_fn: Callable[..., torch.Tensor] | None = None,
 ) -> TrainResult:
     """Fine-tune `model` with LoRA. `collator` and `loss_fn` replace the padded defaults when given."""
-    if cfg.train.metric != "eval_loss":
-        raise ConfigError(
-            f"train.metric: '{cfg.train.metric}' is not computed during training yet; use eval_loss"
-        )
     if not val_items:
         raise ConfigError("no validation examples: early stopping needs data.val or data.val_fraction")
     peft_model = add_lora(model, cfg)
