@@ -33,6 +33,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/label_scoring.py
+	$(BIN)/python bench/curate_throughput.py
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info

@@ -22,9 +22,7 @@ from tunewise.evaluate.scoring import batches_by_length, choice_logprobs, right_
 from tunewise.models import load_model
 
 LABELS = ["negative", "neutral", "positive"]
-TEMPLATE = (
-    "What is the sentiment of this tweet? Answer with one word: {{ labels | join(', ') }}.\nTweet: {{ text }}"
-)
+TEMPLATE = "What is the sentiment of this tweet? Answer with one word: {{ labels | join(', ') }}.\nTweet: {{ text }}"
 
 
 @torch.no_grad()
@@ -63,8 +61,7 @@ def main() -> None:
     renderer = PromptRenderer(PromptConfig(template=TEMPLATE), "classification", tok, LABELS)
     prefix = special_prefix(tok)
     records = [
-        Record("classification", {"text": t, "label": "neutral"}, "bench", i)
-        for i, t in enumerate(tweets(args.n))
+        Record("classification", {"text": t, "label": "neutral"}, "bench", i) for i, t in enumerate(tweets(args.n))
     ]
     prompts = [prefix + tok(renderer.prompt(r), add_special_tokens=False)["input_ids"] for r in records]
     choices = [tok(renderer.answer(label), add_special_tokens=False)["input_ids"] for label in LABELS]

@@ -27,9 +27,7 @@ def test_config_typo(write_config):
 
 def test_missing_config_and_missing_data_file(write_config, tmp_path: Path):
     _fails_with(["run", tmp_path / "nope.yaml"], r"nope.yaml: config file not found")
-    _fails_with(
-        ["run", write_config(data={"train": str(tmp_path / "gone.jsonl")})], r"gone.jsonl: file not found"
-    )
+    _fails_with(["run", write_config(data={"train": str(tmp_path / "gone.jsonl")})], r"gone.jsonl: file not found")
 
 
 def test_malformed_jsonl_line(write_config, tiny_data):
@@ -51,9 +49,7 @@ def test_bad_override(write_config):
 def test_skip_mode_writes_rejects_and_reports_counts(write_config, tiny_data, tmp_path: Path):
     with tiny_data["train"].open("a") as fh:
         fh.write("garbage\n" + json.dumps({"text": "", "label": "neutral"}) + "\n")
-    result = runner.invoke(
-        app, ["train", str(write_config(data={"on_error": "skip"}, train={"max_steps": 2}))]
-    )
+    result = runner.invoke(app, ["train", str(write_config(data={"on_error": "skip"}, train={"max_steps": 2}))])
     assert result.exit_code == 0, result.output
     (run,) = list((tmp_path / "runs").iterdir())
     rejects = [json.loads(line) for line in (run / "rejects.jsonl").read_text().splitlines()]

@@ -44,9 +44,7 @@ def test_wrong_type_names_key_and_value():
 def test_dotted_overrides_are_typed_and_checked(tmp_path: Path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(_minimal()), encoding="utf-8")
-    config = load_config(
-        path, ["train.lr=1e-4", "lora.r=4", "data.labels=[a, b]", "prompt.chat_template=false"]
-    )
+    config = load_config(path, ["train.lr=1e-4", "lora.r=4", "data.labels=[a, b]", "prompt.chat_template=false"])
     assert config.train.lr == 1e-4 and config.lora.r == 4
     assert config.data.labels == ["a", "b"] and config.prompt.chat_template is False
     assert config.data.train == tmp_path / "train.jsonl"  # resolved against the config's folder

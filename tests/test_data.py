@@ -66,9 +66,7 @@ def test_unknown_label_in_test_split_is_an_error_listing_known_labels(tmp_path: 
     test = tmp_path / "test.jsonl"
     train.write_text("".join(json.dumps(r) + "\n" for r in _rows(30)), encoding="utf-8")
     test.write_text(json.dumps({"text": "x", "label": "postive"}) + "\n", encoding="utf-8")
-    with pytest.raises(
-        DataError, match=r"test.jsonl:1: field 'label': unknown label 'postive' \(known: a, b, c"
-    ):
+    with pytest.raises(DataError, match=r"test.jsonl:1: field 'label': unknown label 'postive' \(known: a, b, c"):
         load_splits(_cfg(train, test=test), seed=0)
     splits = load_splits(_cfg(train, test=test, on_error="skip", labels=["a", "b", "c"]), seed=0)
     assert splits.test == [] and splits.rejects[0].stage == "labels"

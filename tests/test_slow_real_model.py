@@ -29,9 +29,7 @@ def test_gguf_alias_loads_answers_and_is_cached_as_safetensors(cache_dir: Path, 
     second = load_model(ModelConfig(name="smollm2-135m-instruct"))
     reload_seconds = time.perf_counter() - start
     print(f"cached reload: {reload_seconds:.2f} s")
-    for (name, a), (_, b) in zip(
-        first.model.state_dict().items(), second.model.state_dict().items(), strict=True
-    ):
+    for (name, a), (_, b) in zip(first.model.state_dict().items(), second.model.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
     tok = second.tokenizer
     ids = tok.apply_chat_template(
@@ -48,24 +46,31 @@ def test_run_on_real_tweets_for_a_few_steps(cache_dir: Path, tmp_path: Path, mon
     monkeypatch.setenv("TUNEWISE_CACHE", str(cache_dir))
     root = Path(__file__).resolve().parents[1]
     example = root / "examples" / "tweet-sentiment"
-    if not (example / "data" / "train.jsonl").is_file():
+    if not (example / "data" / "raw.jsonl").is_file():
         import subprocess
         import sys
 
         subprocess.run([sys.executable, str(example / "prepare.py")], check=True)
+    steps = [
+        {"step": "validate", "max_tokens": 160},
+        {"step": "normalize"},
+        {"step": "exact_dedup"},
+        {"step": "confidence", "min": 0.9, "keep_missing": False},
+        {"step": "balance", "per_class": 10},
+        {"step": "split", "val": 6, "test": 12},
+        {"step": "decontaminate"},
+    ]
     overrides = [
-        "data.max_train_examples=16",
-        "data.max_val_examples=8",
-        "data.max_test_examples=12",
+        f"curate.steps={json.dumps(steps)}",
+        f"curate.output={tmp_path / 'curated'}",
         "train.max_steps=2",
         "train.eval_steps=1",
-        f"output.dir={tmp_path}",
+        f"output.dir={tmp_path / 'runs'}",
     ]
-    result = CliRunner().invoke(
-        app, ["run", str(example / "config.yaml"), *overrides], catch_exceptions=False
-    )
+    result = CliRunner().invoke(app, ["run", str(example / "config.yaml"), *overrides], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    (run,) = list(tmp_path.iterdir())
+    (run,) = list((tmp_path / "runs").iterdir())
     report = json.loads((run / "eval.json").read_text())
     assert report["models"]["base"]["n"] == 12 and report["train"]["steps"] == 2
+    assert (tmp_path / "curated" / "curation_report.html").is_file()
     assert (run / "adapter" / "adapter_model.safetensors").is_file()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -36,16 +38,14 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="show version")
-    ] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="show version")] = False,
 ) -> None:
     """tunewise: curate, fine-tune, evaluate."""
 
 
 @app.command()
 def run(config: ConfigArg, overrides: OverridesArg = None) -> None:
-    """Evaluate the base model, fine-tune with LoRA, evaluate the fine-tuned model, compare."""
+    """(Curate if configured,) evaluate the base model, fine-tune with LoRA, evaluate it, compare."""
     _pipeline(config, overrides, do_train=True, do_eval=True)
 
 
@@ -65,14 +65,31 @@ def evaluate(
     _pipeline(config, overrides, do_train=False, do_eval=True, adapter=adapter)
 
 
+@app.command("curate")
+def curate_command(config: ConfigArg, overrides: OverridesArg = None) -> None:
+    """Curate the training data: validate, dedup, filter, balance, decontaminate, split; write a report."""
+    with _user_errors():
+        from tunewise.config import load_config
+        from tunewise.curate.runner import curate
+
+        curate(load_config(config, overrides), console)
+
+
 def _pipeline(config_path: Path, overrides: list[str] | None, **kwargs: object) -> None:
-    _quiet_libraries()
-    try:
+    with _user_errors():
         from tunewise.config import load_config
         from tunewise.pipeline import run as run_pipeline
 
         config = load_config(config_path, overrides)
         run_pipeline(config, config_path, console, **kwargs)  # type: ignore[arg-type]
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """A TunewiseError is the user's to fix: one red line and exit code 2, no traceback."""
+    _quiet_libraries()
+    try:
+        yield
     except TunewiseError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None

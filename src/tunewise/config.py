@@ -9,6 +9,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from tunewise.curate.settings import CurateConfig
 from tunewise.errors import ConfigError
 
 TRAINING_METRICS = ("eval_loss",)  # validation metrics the Trainer reports at each evaluation
@@ -97,6 +98,7 @@ class Config(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    curate: CurateConfig | None = None
 
     @model_validator(mode="after")
     def _check_metric(self) -> Config:
@@ -127,6 +129,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         apply_override(raw, override)
     config = validate_config(raw, source=str(path))
     _resolve_data_paths(config.data, path.parent)
+    if config.curate is not None and not config.curate.output.is_absolute():
+        config.curate.output = path.parent / config.curate.output
     return config
 
 

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tunewise.config import Config
+from tunewise.curate.runner import curate
 from tunewise.data.encode import encode_records
 from tunewise.data.prompt import PromptRenderer
 from tunewise.data.splits import DataSplits, load_splits
@@ -30,6 +31,8 @@ def run(
     adapter: Path | None = None,
 ) -> RunDir:
     started = time.time()
+    if config.curate is not None:
+        config = with_curated_data(config, curate(config, console).splits)
     run_dir = create_run_dir(config, config_path)
     console.print(f"run directory: {run_dir.path}")
 
@@ -67,6 +70,21 @@ def run(
         print_comparison(console, results, task.primary_metric)
     console.print(f"done in {time.time() - started:.0f} s; outputs in {run_dir.path}")
     return run_dir
+
+
+def with_curated_data(config: Config, splits: dict[str, Path]) -> Config:
+    """The same config, reading the curated splits (canonical field names) instead of the raw files."""
+    data = config.data.model_copy(
+        update={
+            "train": splits["train"],
+            "val": splits.get("val"),
+            "test": splits.get("test"),
+            "fields": {},
+            "format": "jsonl",
+            "encoding": "utf-8",
+        }
+    )
+    return config.model_copy(update={"data": data, "curate": None})
 
 
 def _train(
@@ -144,13 +162,9 @@ def _attach_adapter(model: Any, adapter: Path) -> Any:
     from peft import PeftModel
 
     if not (adapter / "adapter_config.json").is_file():
-        raise ModelLoadError(
-            f"--adapter {adapter}: no adapter_config.json; pass the run's adapter/ directory"
-        )
+        raise ModelLoadError(f"--adapter {adapter}: no adapter_config.json; pass the run's adapter/ directory")
     if not (adapter / "adapter_model.safetensors").is_file():
-        raise ModelLoadError(
-            f"--adapter {adapter}: no adapter_model.safetensors (only safetensors are loaded)"
-        )
+        raise ModelLoadError(f"--adapter {adapter}: no adapter_model.safetensors (only safetensors are loaded)")
     return PeftModel.from_pretrained(model, str(adapter))
 
 

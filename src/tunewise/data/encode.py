@@ -22,11 +22,7 @@ def special_prefix(tokenizer: Any) -> list[int]:
     """Tokens the tokenizer adds in front by itself (e.g. BOS for Llama-2 style models)."""
     with_special = tokenizer("x", add_special_tokens=True)["input_ids"]
     without = tokenizer("x", add_special_tokens=False)["input_ids"]
-    return (
-        list(with_special[: len(with_special) - len(without)])
-        if with_special[-len(without) :] == without
-        else []
-    )
+    return list(with_special[: len(with_special) - len(without)]) if with_special[-len(without) :] == without else []
 
 
 def encode_segments(segments: list, tokenizer: Any, max_length: int, prefix: list[int]) -> Encoded:

@@ -93,9 +93,7 @@ class PromptRenderer:
 
     def _chat(self, messages: list[dict[str, str]], generation_prompt: bool) -> str:
         try:
-            return self.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=generation_prompt
-            )
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
         except Exception as exc:  # the chat template is model-supplied Jinja; report, don't trace
             raise TunewiseError(f"the model's chat template failed to render: {exc}") from None
 

@@ -24,9 +24,7 @@ def detect_format(path: Path, declared: str = "auto") -> str:
     }.items():
         if any(s in names for s in suffixes):
             return fmt
-    raise DataError(
-        str(path), 0, None, "unknown file type", "use .jsonl, .csv or .parquet, or set data.format"
-    )
+    raise DataError(str(path), 0, None, "unknown file type", "use .jsonl, .csv or .parquet, or set data.format")
 
 
 def read_rows(path: Path, fmt: str = "auto", encoding: str = "utf-8") -> Iterator[Row]:

@@ -13,6 +13,12 @@ KIND_FIELDS: dict[str, tuple[str, ...]] = {
     "chat": ("messages",),
     "alpaca": ("instruction", "input", "output"),
 }
+# Fields whose text is the example's content (the label is not: it is what the text is about).
+TEXT_FIELDS = {
+    "classification": ("text",),
+    "completion": ("prompt", "completion"),
+    "alpaca": ("instruction", "input", "output"),
+}
 OPTIONAL_FIELDS = {"alpaca": {"input"}}
 CHAT_ROLES = {"system", "user", "assistant"}
 
@@ -24,10 +30,22 @@ class Record:
     source: str
     line: int
     extra: Mapping[str, Any] = field(default_factory=dict)
+    split: str | None = None  # "train" | "val" | "test" once known
 
     @property
     def where(self) -> str:
         return f"{self.source}:{self.line}"
+
+    @property
+    def text(self) -> str:
+        """All the record's text in one string: what dedup, filters and embeddings look at."""
+        if self.kind == "chat":
+            return "\n".join(m["content"] for m in self.fields["messages"])
+        return "\n".join(str(self.fields[name]) for name in TEXT_FIELDS[self.kind] if self.fields.get(name))
+
+    @property
+    def label(self) -> str | None:
+        return str(self.fields["label"]) if self.kind == "classification" else None
 
 
 @dataclass(frozen=True)
@@ -38,12 +56,14 @@ class Reject:
     reason: str
     stage: str = "read"
     raw: Any = None
+    category: str | None = None  # a stable machine-readable kind of problem, e.g. "format:invalid_json"
 
     def to_json(self) -> dict[str, Any]:
         return {
             "source": self.source,
             "line": self.line,
             "stage": self.stage,
+            "category": self.category or category_of(self.reason),
             "field": self.field,
             "reason": self.reason,
             "raw": self.raw,
@@ -94,3 +114,26 @@ def _check_messages(messages: Any) -> str | None:
     if not any(m["role"] == "assistant" for m in messages):
         return "no assistant turn to learn from"
     return None
+
+
+# OpenAI-style problem categories, from the wording of the reasons this package writes.
+_CATEGORIES = (
+    ("invalid JSON", "format:invalid_json"),
+    ("not valid", "format:invalid_encoding"),
+    ("expected a JSON object", "format:data_type"),
+    ("expected a string", "format:data_type"),
+    ("must be a string", "format:data_type"),
+    ("more values than", "format:extra_values"),
+    ("unknown role", "format:unrecognized_role"),
+    ("no assistant turn", "format:missing_assistant_message"),
+    ("expected {'role'", "format:message_missing_key"),
+    ("non-empty list", "format:missing_messages_list"),
+    ("missing", "format:missing_field"),
+    ("empty", "format:empty_field"),
+    ("unknown label", "label:unknown_label"),
+    ("max_length", "length:too_many_tokens"),
+)
+
+
+def category_of(reason: str) -> str:
+    return next((category for needle, category in _CATEGORIES if needle in reason), "other")

@@ -61,9 +61,7 @@ def load_splits(cfg: DataConfig, seed: int) -> DataSplits:
                 loaded[name] = _check_labels(records, labels, cfg, rejects, inferred=cfg.labels is None)
         train = loaded["train"] or []
     if not train:
-        raise DataError(
-            str(cfg.train), 0, None, "no usable training records", "see rejects.jsonl for reasons"
-        )
+        raise DataError(str(cfg.train), 0, None, "no usable training records", "see rejects.jsonl for reasons")
 
     rng = random.Random(seed)
     test = loaded["test"]
@@ -96,9 +94,7 @@ def _check_labels(
             kept.append(record)
             continue
         known = ", ".join(labels)
-        reason = f"unknown label {label!r} (known: {known}" + (
-            ", from the training file)" if inferred else ")"
-        )
+        reason = f"unknown label {label!r} (known: {known}" + (", from the training file)" if inferred else ")")
         _raise_or_keep(Reject(record.source, record.line, column, reason, stage="labels"), cfg, rejects)
     return kept
 

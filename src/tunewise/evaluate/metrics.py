@@ -9,9 +9,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 
 
 def classification_metrics(gold: list[str], pred: list[str], labels: list[str]) -> dict[str, Any]:
-    precision, recall, f1, support = precision_recall_fscore_support(
-        gold, pred, labels=labels, zero_division=0
-    )
+    precision, recall, f1, support = precision_recall_fscore_support(gold, pred, labels=labels, zero_division=0)
     return {
         "n": len(gold),
         "accuracy": float(accuracy_score(gold, pred)),

@@ -34,9 +34,7 @@ def choice_logprobs(
     for index in batches_by_length(prompts, batch_size):
         ids, mask = left_pad([prompts[i] for i in index], pad_id)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
-        )
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
         first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # [B, V]
         cache = out.cache
         cache.batch_repeat_interleave(n_choices)
@@ -44,9 +42,7 @@ def choice_logprobs(
         cont_ids = choice_ids.repeat(batch, 1)
         cont_mask = torch.cat([mask.repeat_interleave(n_choices, 0), choice_mask.repeat(batch, 1)], dim=1)
         cont_pos = positions[:, -1:].repeat_interleave(n_choices, 0) + 1 + torch.arange(choice_ids.shape[1])
-        logits = model(
-            input_ids=cont_ids, attention_mask=cont_mask, position_ids=cont_pos, cache=cache
-        ).logits
+        logits = model(input_ids=cont_ids, attention_mask=cont_mask, position_ids=cont_pos, cache=cache).logits
         rest = torch.log_softmax(logits.float(), dim=-1)  # [B*C, L, V]
         for b, row in enumerate(index):
             for c, choice in enumerate(choices):

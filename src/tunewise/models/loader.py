@@ -59,9 +59,7 @@ def resolve_model(cfg: ModelConfig) -> ModelSource:
             raise ModelLoadError(f"model alias '{name}' needs the package '{package}': {install}")
         directory = Path(next(iter(spec.submodule_search_locations)))
         if not (directory / filename).is_file():
-            raise ModelLoadError(
-                f"model alias '{name}': {directory / filename} is missing; reinstall: {install}"
-            )
+            raise ModelLoadError(f"model alias '{name}': {directory / filename} is missing; reinstall: {install}")
         return ModelSource("gguf", str(directory), filename)
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
@@ -72,9 +70,7 @@ def resolve_model(cfg: ModelConfig) -> ModelSource:
         if cfg.gguf_file:
             return ModelSource("gguf", str(path), cfg.gguf_file)
         if not (path / "config.json").is_file():
-            raise ModelLoadError(
-                f"model.name: {path} has no config.json; is it a Hugging Face model directory?"
-            )
+            raise ModelLoadError(f"model.name: {path} has no config.json; is it a Hugging Face model directory?")
         return ModelSource("dir", str(path))
     if not HUB_ID.fullmatch(name):
         raise ModelLoadError(f"model.name: {name} is not a model directory, a .gguf file or a hub id")
@@ -96,9 +92,7 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
         )
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(
-            location, dtype=DTYPES[cfg.dtype], use_safetensors=True, **kwargs
-        )
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=DTYPES[cfg.dtype], use_safetensors=True, **kwargs)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(_explain_load_failure(cfg.name, source, exc)) from None
     if tokenizer.pad_token is None:
@@ -145,10 +139,31 @@ def _explain_load_failure(name: str, source: ModelSource, exc: Exception) -> str
     return f"could not load model {name}: {text}"
 
 
+def load_tokenizer(cfg: ModelConfig) -> Any:
+    """Only the tokenizer (for length checks): from the GGUF cache when there is one, else read directly."""
+    from transformers import AutoTokenizer
+
+    source = resolve_model(cfg)
+    kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code, "revision": cfg.revision}
+    try:
+        if source.kind == "gguf":
+            gguf_path = Path(source.location) / source.gguf_file
+            cached = _gguf_cache_dir(gguf_path)
+            if (cached / "tokenizer_config.json").is_file():
+                return AutoTokenizer.from_pretrained(cached)
+            return AutoTokenizer.from_pretrained(source.location, gguf_file=source.gguf_file)
+        return AutoTokenizer.from_pretrained(source.location, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(_explain_load_failure(cfg.name, source, exc)) from None
+
+
+def _gguf_cache_dir(gguf_path: Path) -> Path:
+    return cache_root() / "gguf" / f"{gguf_path.stem}-{_file_digest(gguf_path)[:16]}"
+
+
 def _gguf_cache(gguf_path: Path) -> Path:
     """Dequantize a GGUF once into a safetensors directory keyed by the file's hash; later loads take ~1 s."""
-    digest = _file_digest(gguf_path)
-    target = cache_root() / "gguf" / f"{gguf_path.stem}-{digest[:16]}"
+    target = _gguf_cache_dir(gguf_path)
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer

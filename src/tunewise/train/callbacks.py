@@ -22,9 +22,7 @@ class MetricsLogger(TrainerCallback):
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
 
-    def on_log(
-        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
-    ) -> None:
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
         if logs:
             self.write({"step": state.global_step, "epoch": state.epoch, **logs})
 
@@ -38,15 +36,11 @@ class DivergenceMonitor(TrainerCallback):
         self.history: list[tuple[int, float, float]] = []  # (step, mean train loss since last eval, val loss)
         self.warned_at: list[int] = []
 
-    def on_log(
-        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
-    ) -> None:
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
         if logs and "loss" in logs:
             self.recent_train.append(float(logs["loss"]))
 
-    def on_evaluate(
-        self, args: Any, state: Any, control: Any, metrics: dict[str, Any] | None = None, **kw: Any
-    ):
+    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, Any] | None = None, **kw: Any):
         if not metrics or "eval_loss" not in metrics or not self.recent_train:
             return
         train_loss = sum(self.recent_train) / len(self.recent_train)

@@ -123,9 +123,7 @@ def train(
         raise ConfigError("no validation examples: early stopping needs data.val or data.val_fraction")
     peft_model = add_lora(model, cfg)
     trainable, total = peft_model.get_nb_trainable_parameters()
-    console.print(
-        f"LoRA r={cfg.lora.r}: trainable params {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)"
-    )
+    console.print(f"LoRA r={cfg.lora.r}: trainable params {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
 
     total_steps = planned_steps(len(train_items), cfg)
     logger = MetricsLogger(run_dir / "metrics.jsonl")

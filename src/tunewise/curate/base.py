@@ -1,0 +1,87 @@
+"""What every curation step shares: the verdict it gives each record and the context it may use."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from tunewise.data.records import Record
+
+
+@dataclass(frozen=True)
+class Verdict:
+    record: Record
+    drop: str | None = None  # None keeps the record; otherwise the reason it is dropped
+    category: str | None = None  # short stable name of the drop reason, for counting
+
+
+def keep(record: Record) -> Verdict:
+    return Verdict(record)
+
+
+def drop(record: Record, category: str, reason: str) -> Verdict:
+    return Verdict(record, reason, category)
+
+
+class Step(Protocol):
+    name: str
+
+    def __call__(self, records: list[Record], ctx: Context) -> Iterator[Verdict]: ...
+
+
+_URL = re.compile(r"https?://\S+|www\.\S+")
+_MENTION = re.compile(r"@\w+")
+_HASHTAG = re.compile(r"#\w+")
+
+
+def default_key(text: str, strip: Iterable[str] = ()) -> str:
+    """The dedup key: case-folded NFC text, optionally without URLs/@mentions/#hashtags, spaces collapsed."""
+    text = unicodedata.normalize("NFC", text)
+    for what, pattern in (("urls", _URL), ("mentions", _MENTION), ("hashtags", _HASHTAG)):
+        if what in strip:
+            text = pattern.sub(" ", text)
+    return " ".join(text.casefold().split())
+
+
+@dataclass
+class Context:
+    """Shared state: the dedup key function, embeddings computed once, reference (eval) records."""
+
+    seed: int
+    embed_dtype: str = "float32"
+    embedder: Callable[[list[str]], np.ndarray] | None = None
+    tokenizer_loader: Callable[[], Any] | None = None
+    key_strip: tuple[str, ...] = ()
+    reference: list[Record] = field(default_factory=list)  # eval/test records given as separate files
+    reference_splits: tuple[str, ...] = ()  # which splits those files already provide
+    cluster_sizes: dict[str, list[int]] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
+    _embeddings: dict[str, np.ndarray] = field(default_factory=dict)
+    _tokenizer: Any = None
+
+    def key(self, record: Record) -> str:
+        return default_key(record.text, self.key_strip)
+
+    def embed(self, records: list[Record]) -> np.ndarray:
+        """Unit-norm sentence embeddings, computed once per distinct text for all later steps."""
+        if self.embedder is None:
+            from tunewise.curate.embed import default_embedder
+
+            self.embedder = default_embedder(self.embed_dtype)
+        missing = list(dict.fromkeys(r.text for r in records if r.text not in self._embeddings))
+        if missing:
+            for text, vector in zip(missing, self.embedder(missing), strict=True):
+                self._embeddings[text] = vector
+        if not records:
+            return np.zeros((0, 1), dtype=np.float32)
+        return np.stack([self._embeddings[r.text] for r in records])
+
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None and self.tokenizer_loader is not None:
+            self._tokenizer = self.tokenizer_loader()
+        return self._tokenizer

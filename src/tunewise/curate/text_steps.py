@@ -1,0 +1,243 @@
+"""Record-local steps and exact duplicates: validate, normalize, conflicts, exact dedup, quality, confidence."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+from tunewise.curate.base import Context, Verdict, drop, keep
+from tunewise.curate.settings import (
+    ConfidenceStep,
+    ConflictsStep,
+    ExactDedupStep,
+    NormalizeStep,
+    QualityStep,
+    ValidateStep,
+)
+from tunewise.data.records import TEXT_FIELDS, Record
+from tunewise.errors import ConfigError
+
+
+@dataclass
+class Validate:
+    settings: ValidateStep
+    labels: list[str] | None = None
+    lengths_of: Callable[[list[Record]], list[int]] | None = None  # tokens of each rendered example
+    name: str = "validate"
+
+    def __call__(self, records: list[Record], ctx: Context) -> Iterator[Verdict]:
+        allowed = set(self.labels or [])
+        limit = self.settings.max_tokens
+        lengths = self.lengths_of(records) if limit and self.lengths_of else [0] * len(records)
+        for record, n in zip(records, lengths, strict=True):
+            if allowed and record.label is not None and record.label not in allowed:
+                yield drop(
+                    record,
+                    "label:unknown_label",
+                    f"unknown label {record.label!r} (known: {', '.join(self.labels or [])})",
+                )
+            elif limit and n > limit:
+                yield drop(record, "length:too_many_tokens", f"{n} tokens > max_tokens {limit}")
+            else:
+                yield keep(record)
+
+
+@dataclass
+class Normalize:
+    settings: NormalizeStep
+    name: str = "normalize"
+
+    def __call__(self, records: list[Record], ctx: Context) -> Iterator[Verdict]:
+        ctx.key_strip = tuple(self.settings.strip_for_key)
+        if not self.settings.apply_to_text:
+            yield from map(keep, records)
+            return
+        fix = self._fixer()
+        changed = 0
+        for record in records:
+            new = map_text(record, fix)
+            changed += new is not record
+            yield keep(new)
+        ctx.notes["normalize_changed"] = changed
+
+    def _fixer(self) -> Callable[[str], str]:
+        import ftfy
+
+        s = self.settings
+
+        def fix(text: str) -> str:
+            if s.fix_mojibake:
+                text = ftfy.fix_text(text, uncurl_quotes=False)  # repair mojibake, leave style alone
+            if s.nfc:
+                text = unicodedata.normalize("NFC", text)
+            if s.whitespace:
+                text = (
+                    " ".join(text.split())
+                    if "\n" not in text
+                    else "\n".join(" ".join(line.split()) for line in text.splitlines())
+                )
+            return text
+
+        return fix
+
+
+def map_text(record: Record, fn: Callable[[str], str]) -> Record:
+    """The record with `fn` applied to each of its text fields; the same object when nothing changes."""
+    fields: dict[str, Any] = dict(record.fields)
+    if record.kind == "chat":
+        fields["messages"] = [{**m, "content": fn(m["content"])} for m in record.fields["messages"]]
+    else:
+        for name in TEXT_FIELDS[record.kind]:
+            if isinstance(fields.get(name), str):
+                fields[name] = fn(fields[name])
+    return record if fields == dict(record.fields) else replace(record, fields=fields)
+
+
+@dataclass
+class Conflicts:
+    """Same text, different labels: keep the majority label's records, or drop the whole group."""
+
+    settings: ConflictsStep
+    name: str = "conflicts"
+
+    def __call__(self, records: list[Record], ctx: Context) -> Iterator[Verdict]:
+        groups: dict[str, list[Record]] = defaultdict(list)
+        for record in records:
+            groups[ctx.key(record)].append(record)
+        conflicts = 0
+        for record in records:
+            group = groups[ctx.key(record)]
+            votes = Counter(r.label for r in group)
+            if record.label is None or len(votes) == 1:
+                yield keep(record)
+                continue
+            conflicts += record is group[0]
+            summary = ", ".join(f"{label} x{n}" for label, n in votes.most_common())
+            (top, n_top), (_, n_next) = votes.most_common(2)
+            if self.settings.resolve == "majority" and n_top > n_next:
+                if record.label == top:
+                    yield keep(record)
+                else:
+                    yield drop(record, "label:minority_label", f"label {record.label!r} outvoted ({summary})")
+            else:
+                yield drop(record, "label:conflicting_labels", f"same text with different labels ({summary})")
+        ctx.notes["conflicting_texts"] = conflicts
+
+
+@dataclass
+class ExactDedup:
+    settings: ExactDedupStep
+    name: str = "exact_dedup"
+
+    def __call__(self, records: list[Record], ctx: Context) -> Iterator[Verdict]:
+        first: dict[str, Record] = {}
+        sizes: Counter[str] = Counter()
+        for record in records:
+            key = ctx.key(record)
+            sizes[key] += 1
+            if key in first:
+                yield drop(record, "dedup:exact", f"exact duplicate of {first[key].where}")
+            else:
+                first[key] = record
+                yield keep(record)
+        ctx.cluster_sizes[self.name] = sorted((n for n in sizes.values() if n > 1), reverse=True)
+
+
+@dataclass
+class Quality:
+    settings: QualityStep
+    name: str = "quality"
+
+    def __call__(self, records: list[Record], ctx: Context) -> Iterator[Verdict]:
+        allowed = self.settings.languages
+        candidates = [*COMMON_LANGUAGES.split(), *(allowed or [])]
+        languages = detect_languages([r.text for r in records], candidates) if allowed else [None] * len(records)
+        for record, language in zip(records, languages, strict=True):
+            problem = self.check(record.text)
+            if problem is None and language is not None and language not in (allowed or []):
+                problem = ("quality:language", f"language {language}, not one of {allowed}")
+            yield drop(record, *problem) if problem else keep(record)
+
+    def check(self, text: str) -> tuple[str, str] | None:
+        s = self.settings
+        words = text.split()
+        if len(words) < s.min_words:
+            return "quality:too_short", f"{len(words)} words < min_words {s.min_words}"
+        if s.max_words and len(words) > s.max_words:
+            return "quality:too_long", f"{len(words)} words > max_words {s.max_words}"
+        if len(words) >= 5 and (rep := 1 - len(set(words)) / len(words)) > s.max_repetition:
+            return "quality:repetitive", f"{rep:.0%} of words are repeats > {s.max_repetition:.0%}"
+        symbols = sum(not (c.isalnum() or c.isspace()) for c in text) / max(len(text), 1)
+        if symbols > s.max_symbol_ratio:
+            return "quality:symbols", f"{symbols:.0%} symbols > {s.max_symbol_ratio:.0%}"
+        garbled = garbled_ratio(text)
+        if garbled > s.max_garbled_ratio:
+            return "quality:garbled", f"{garbled:.1%} garbled characters > {s.max_garbled_ratio:.1%}"
+        return None
+
+
+def garbled_ratio(text: str) -> float:
+    """Share of characters that are replacement/control characters or mojibake sequences (ftfy's badness)."""
+    from ftfy.badness import badness
+
+    bad = sum(c == "\ufffd" or (unicodedata.category(c) == "Cc" and c not in "\n\t\r") for c in text)
+    return (bad + badness(text)) / max(len(text), 1)
+
+
+_NOT_LANGUAGE = re.compile(r"https?://\S+|www\.\S+|[@#]\w+")
+MIN_LANGUAGE_WORDS = 3  # fewer words than this: too little evidence to drop anything
+MIN_LANGUAGE_CONFIDENCE = 0.5
+
+
+# Widely used languages: telling these apart is what a language filter is for, and each extra
+# candidate costs time and invites exotic false positives (Latin, Tagalog) on short English text.
+COMMON_LANGUAGES = "en es fr de it pt nl ru pl tr ar zh ja ko hi id vi sv da fi nb cs el he uk ro hu th fa ms"
+
+
+def detect_languages(texts: list[str], candidates: list[str] | None = None) -> list[str | None]:
+    """ISO 639-1 code per text, or None when there is too little text or the detector is unsure.
+
+    URLs, @mentions and #hashtags are removed first: they are not language and mislead the detector.
+    """
+    from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
+
+    try:
+        languages = [
+            Language.from_iso_code_639_1(getattr(IsoCode639_1, code.upper()))
+            for code in dict.fromkeys(candidates or COMMON_LANGUAGES.split())
+        ]
+    except AttributeError as exc:
+        raise ConfigError(f"curate quality step: unknown ISO 639-1 language code {exc.name!r}") from None
+    detector = LanguageDetectorBuilder.from_languages(*languages).build()
+    cleaned = [" ".join(_NOT_LANGUAGE.sub(" ", t).split()) for t in texts]
+    results = detector.compute_language_confidence_values_in_parallel(cleaned)
+    codes: list[str | None] = []
+    for text, values in zip(cleaned, results, strict=True):
+        sure = values and values[0].value >= MIN_LANGUAGE_CONFIDENCE and len(text.split()) >= MIN_LANGUAGE_WORDS
+        codes.append(values[0].language.iso_code_639_1.name.lower() if sure else None)
+    return codes
+
+
+@dataclass
+class Confidence:
+    settings: ConfidenceStep
+    name: str = "confidence"
+
+    def __call__(self, records: list[Record], ctx: Context) -> Iterator[Verdict]:
+        s = self.settings
+        for record in records:
+            value = record.extra.get(s.field)
+            try:
+                score = float(value) if value not in (None, "") else None
+            except (TypeError, ValueError):
+                score = None
+            if score is None:
+                yield (keep(record) if s.keep_missing else drop(record, "label:no_confidence", f"no '{s.field}' value"))
+            elif score < s.min:
+                yield drop(record, "label:low_confidence", f"{s.field} {score:.2f} < {s.min}")
+            else:
+                yield keep(record)
