@@ -70,3 +70,20 @@ def test_metric_name_gets_eval_prefix():
 def test_metric_not_computed_during_training_is_refused_at_load():
     with pytest.raises(ConfigError, match="train.metric 'eval_rouge' is not computed during training"):
         validate_config({**_minimal(), "train": {"metric": "rouge"}})
+
+
+def test_curate_steps_are_typed_and_unknown_keys_named():
+    config = validate_config({**_minimal(), "curate": {"steps": [{"step": "near_dedup", "threshold": 0.7}]}})
+    assert config.curate.steps[0].threshold == 0.7 and config.curate.steps[0].num_perm == 128
+    with pytest.raises(ConfigError, match=r"unknown key 'curate.steps.0.near_dedup.threshhold'"):
+        validate_config({**_minimal(), "curate": {"steps": [{"step": "near_dedup", "threshhold": 0.7}]}})
+    with pytest.raises(ConfigError, match=r"curate.steps.0.*does not match any of the expected tags"):
+        validate_config({**_minimal(), "curate": {"steps": [{"step": "dedupe"}]}})
+    with pytest.raises(ConfigError, match=r"curate.steps.0.confidence.min"):
+        validate_config({**_minimal(), "curate": {"steps": [{"step": "confidence", "min": 2}]}})
+
+
+def test_curate_output_resolves_against_the_config_file(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({**_minimal(), "curate": {"output": "out", "steps": []}}), encoding="utf-8")
+    assert load_config(path).curate.output == tmp_path / "out"

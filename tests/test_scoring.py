@@ -13,6 +13,7 @@ def model(tiny_model_dir: Path):
     return AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
 
 
+@torch.no_grad()
 def _naive(model, prompt: list[int], choice: list[int]) -> float:
     ids = torch.tensor([prompt + choice])
     logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)

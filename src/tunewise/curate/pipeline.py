@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +78,6 @@ def run_steps(
     labels: list[str] | None = None,
     lengths_of: Callable[[list[Record]], list[int]] | None = None,
 ) -> CurationResult:
-    import time
-
     n_input = len(records) + len(read_rejects)
     rejects = [replace_stage(r, "validate") for r in read_rejects]
     reports = [StepReport("read", True, n_input, len(records), dict(Counter(r.to_json()["category"] for r in rejects)))]
@@ -127,8 +126,6 @@ def run_steps(
 
 
 def replace_stage(reject: Reject, stage: str) -> Reject:
-    from dataclasses import replace
-
     return replace(reject, stage=stage)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,9 @@ def _png(fig: Any) -> str:
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    with warnings.catch_warnings():  # labels from user data may lack glyphs in the default font
+        warnings.simplefilter("ignore", UserWarning)
+        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return base64.b64encode(buffer.getvalue()).decode()
 
@@ -97,7 +100,7 @@ def _bar_png(balance: dict[str, dict[str, int]]) -> str:
     ax.set_xticks(list(x), labels)
     ax.set_yscale("log")
     ax.set_ylabel("records (log)")
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: tall bars must stay visible
     ax.set_title("Class balance")
     return _png(fig)
 
@@ -112,11 +115,15 @@ def _hist_png(before: list[Record], after: list[Record]) -> str:
     lengths_before = [len(r.text.split()) for r in before]
     lengths_after = [len(r.text.split()) for r in after]
     bins = range(0, max([*lengths_before, *lengths_after, 1]) + 2, max(1, max([*lengths_before, 1]) // 40))
-    ax.hist(lengths_before, bins=bins, alpha=0.5, label="input")
-    ax.hist(lengths_after, bins=bins, alpha=0.7, label="curated train")
+    # Shares, not counts: the curated set is often 1-5% of the input and would not show on one axis.
+    if lengths_before:
+        ax.hist(lengths_before, bins=bins, alpha=0.5, label=f"input ({len(before)})", density=True)
+    if lengths_after:  # an empty set has no distribution (and density would divide by zero)
+        ax.hist(lengths_after, bins=bins, alpha=0.6, label=f"curated train ({len(after)})", density=True)
     ax.set_xlabel("words")
-    ax.set_ylabel("records")
-    ax.legend()
+    ax.set_ylabel("share of records")
+    if lengths_before or lengths_after:
+        ax.legend()
     ax.set_title("Length distribution")
     return _png(fig)
 
@@ -126,7 +133,7 @@ TEMPLATE = """<!doctype html>
 <style>
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:980px;color:#222}
 table{border-collapse:collapse;margin:1rem 0;width:100%}td,th{border:1px solid #ccc;padding:.3rem .5rem;
-text-align:left;vertical-align:top}th{background:#f3f3f3}.n{text-align:right}.advice{background:#fff6d5;
+text-align:left;vertical-align:top;overflow-wrap:anywhere}th{background:#f3f3f3}.n{text-align:right}.advice{background:#fff6d5;
 padding:.5rem 1rem;border-left:4px solid #e0b000}.ex{font-size:.85em;color:#444}img{max-width:100%}
 </style></head><body>
 <h1>Curation report</h1>
@@ -147,7 +154,8 @@ Splits: {% for name, n in r.split_sizes.items() %}{{ name }} {{ n }}{% if not lo
 <img alt="class balance before and after" src="data:image/png;base64,{{ r.plots.class_balance }}">{% endif %}
 <h2>Lengths</h2><img alt="length histogram" src="data:image/png;base64,{{ r.plots.lengths }}">
 <h2>Examples of each drop reason</h2>
-<table><tr><th>step / reason</th><th>record</th><th>why</th></tr>
+<table style="table-layout:fixed"><tr><th style="width:18%">step / reason</th><th>record</th>
+<th style="width:28%">why</th></tr>
 {% for s in r.steps %}{% for category, examples in s.examples.items() %}{% for e in examples %}
 <tr><td>{{ s.name }}<br><span class="ex">{{ category }}</span></td><td class="ex">{{ e.where }}<br>{{ e.text }}</td>
 <td class="ex">{{ e.reason }}</td></tr>{% endfor %}{% endfor %}{% endfor %}
