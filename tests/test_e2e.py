@@ -51,6 +51,10 @@ def test_run_writes_the_run_directory_and_learns(write_config, tmp_path: Path):
         assert metrics["n"] == 30 and 0.0 <= metrics["macro_f1"] <= 1.0
         assert set(metrics["per_class"]) == {"negative", "neutral", "positive"}
     assert report["train"]["best_step"] is not None
+    f1_diff = report["differences"]["macro_f1"]
+    assert f1_diff["ci_low"] <= f1_diff["delta"] <= f1_diff["ci_high"] and 0 < f1_diff["p_value"] <= 1
+    assert f1_diff["delta"] == report["models"]["fine-tuned"]["macro_f1"] - report["models"]["base"]["macro_f1"]
+    assert "95% CI" in result.output
     assert "macro_f1" in result.output and "fine-tuned" in result.output
     assert "trainable params" in result.output
 

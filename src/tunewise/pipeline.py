@@ -16,6 +16,7 @@ from tunewise.data.encode import encode_records
 from tunewise.data.prompt import PromptRenderer
 from tunewise.data.splits import DataSplits, load_splits
 from tunewise.errors import DataError, ModelLoadError
+from tunewise.evaluate.stats import Difference
 from tunewise.evaluate.tasks import EvalTask, task_for
 from tunewise.models import load_model
 from tunewise.report import print_comparison, print_data_summary
@@ -66,8 +67,11 @@ def run(
         )
 
     if results:
-        _write_eval(run_dir, task, config, eval_records, results, predictions, train_summary, adapter)
-        print_comparison(console, results, task.primary_metric)
+        differences = {}
+        if "base" in results and "fine-tuned" in results:
+            differences = task.compare(predictions["base"], predictions["fine-tuned"], seed=config.train.seed)
+        _write_eval(run_dir, task, config, eval_records, results, predictions, differences, train_summary, adapter)
+        print_comparison(console, results, task.primary_metric, differences)
     console.print(f"done in {time.time() - started:.0f} s; outputs in {run_dir.path}")
     return run_dir
 
@@ -175,6 +179,7 @@ def _write_eval(
     records: list,
     results: dict[str, Any],
     predictions: dict[str, list[dict[str, Any]]],
+    differences: dict[str, Difference],
     train_summary: dict[str, Any] | None,
     adapter: Path | None,
 ) -> None:
@@ -189,6 +194,7 @@ def _write_eval(
     if "base" in results and "fine-tuned" in results:
         metric = task.primary_metric
         payload["delta"] = {metric: results["fine-tuned"][metric] - results["base"][metric]}
+        payload["differences"] = {name: d.to_json() for name, d in differences.items()}
     if train_summary:
         payload["train"] = train_summary
     if adapter is not None:

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tunewise.data.splits import DataSplits
+from tunewise.evaluate.stats import Difference
 
 
 def print_data_summary(console: Console, splits: DataSplits, rejects_path: Any) -> None:
@@ -20,21 +21,30 @@ def print_data_summary(console: Console, splits: DataSplits, rejects_path: Any) 
         console.print(f"labels: {', '.join(splits.labels)}")
 
 
-def print_comparison(console: Console, results: dict[str, dict[str, Any]], primary: str) -> None:
+def print_comparison(
+    console: Console, results: dict[str, dict[str, Any]], primary: str, differences: dict[str, Difference] | None = None
+) -> None:
     names = list(results)
+    differences = differences or {}
     table = Table(title="Evaluation", show_lines=False)
     table.add_column("metric")
     for name in names:
         table.add_column(name, justify="right")
     if len(names) == 2:
         table.add_column("Δ", justify="right")
+        table.add_column("95% CI (paired bootstrap)", justify="right")
     for metric, label in _rows(results[names[0]], primary):
         values = [_get(results[n], metric) for n in names]
         cells = [f"{v:.4f}" if v is not None else "-" for v in values]
         if len(names) == 2 and None not in values:
-            cells.append(f"{values[1] - values[0]:+.4f}")
+            diff = differences.get(metric)
+            star = " *" if diff is not None and diff.significant else ""
+            cells.append(f"{values[1] - values[0]:+.4f}{star}")
+            cells.append(f"[{diff.low:+.4f}, {diff.high:+.4f}] p={diff.p_value:.3f}" if diff else "")
         table.add_row(label, *cells)
     console.print(table)
+    if differences:
+        console.print("* the 95% confidence interval of the difference excludes 0")
     last = results[names[-1]]
     if "confusion_matrix" in last:
         matrix = last["confusion_matrix"]

@@ -12,6 +12,7 @@ from tunewise.data.prompt import PromptRenderer
 from tunewise.data.records import Record
 from tunewise.evaluate.metrics import classification_metrics, perplexity_metrics
 from tunewise.evaluate.scoring import choice_logprobs, completion_nll
+from tunewise.evaluate.stats import Difference, macro_f1_difference, mean_difference
 
 
 @dataclass
@@ -34,6 +35,8 @@ class EvalTask(Protocol):
         progress: Progress | None = None,
         description: str = "",
     ) -> EvalOutput: ...
+
+    def compare(self, a: list[dict[str, Any]], b: list[dict[str, Any]], seed: int = 0) -> dict[str, Difference]: ...
 
 
 @dataclass
@@ -71,6 +74,17 @@ class ClassificationTask:
         ]
         return EvalOutput(classification_metrics(gold, predicted, self.labels), predictions)
 
+    def compare(self, a: list[dict[str, Any]], b: list[dict[str, Any]], seed: int = 0) -> dict[str, Difference]:
+        """Paired bootstrap of b - a on the same examples: macro-F1 and accuracy."""
+        gold = [p["gold"] for p in a]
+        pred_a, pred_b = [p["pred"] for p in a], [p["pred"] for p in b]
+        correct_a = [float(p == g) for p, g in zip(pred_a, gold, strict=True)]
+        correct_b = [float(p == g) for p, g in zip(pred_b, gold, strict=True)]
+        return {
+            "macro_f1": macro_f1_difference(gold, pred_a, pred_b, self.labels, seed=seed),
+            "accuracy": mean_difference(correct_a, correct_b, seed=seed),
+        }
+
 
 @dataclass
 class PerplexityTask:
@@ -84,6 +98,9 @@ class PerplexityTask:
         items, _ = encode_records(records, renderer, tokenizer, self.max_length)
         total, count = completion_nll(model, items, tokenizer.pad_token_id, batch_size)
         return EvalOutput(perplexity_metrics(total, count))
+
+    def compare(self, a: list[dict[str, Any]], b: list[dict[str, Any]], seed: int = 0) -> dict[str, Difference]:
+        return {}  # corpus perplexity has no per-example scores to resample here
 
 
 TASKS = {"classification": ClassificationTask, "perplexity": PerplexityTask}
