@@ -123,5 +123,53 @@ def test_generative_kinds_train_and_report_answer_perplexity(write_config, tmp_p
         assert result.exit_code == 0, result.output
         report = json.loads((_only_run(tmp_path / name) / "eval.json").read_text())
         base, tuned = report["models"]["base"], report["models"]["fine-tuned"]
-        assert report["task"] == "perplexity" and base["n_tokens"] == tuned["n_tokens"] > 0
-        assert tuned["perplexity"] < base["perplexity"], name
+        assert report["task"] == "generation" and base["n"] == tuned["n"] > 0
+        assert 0 <= tuned["chrf"] <= 100 and "bleu" in tuned
+        assert tuned["reference_perplexity"] < base["reference_perplexity"], name
+        assert set(report["differences"]) == {"chrf"}
+
+
+def test_summarization_and_qa_tasks_score_generated_text(write_config, tmp_path: Path, tiny_data):
+    rows = [json.loads(line) for line in tiny_data["train"].read_text().splitlines()]
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"prompt": r["text"], "completion": r["label"]}) + "\n" for r in rows))
+    for task, metric in (("summarization", "rougeL"), ("qa", "f1")):
+        config = write_config(
+            data={"kind": "completion", "train": str(data), "val": None, "test": None},
+            train={"max_steps": 2},
+            eval={"task": task, "max_new_tokens": 4, "stop": ["\n"]},
+            output={"dir": str(tmp_path / task)},
+        )
+        result = _invoke("run", config)
+        assert result.exit_code == 0, result.output
+        run = _only_run(tmp_path / task)
+        report = json.loads((run / "eval.json").read_text())
+        assert report["task"] == task and report["primary_metric"] == metric
+        assert 0 <= report["models"]["fine-tuned"][metric] <= 1
+        first = json.loads((run / "predictions.jsonl").read_text().splitlines()[0])
+        assert {"reference", "prediction", metric} <= set(first)
+
+
+def test_predict_writes_one_output_per_input_row(write_config, tmp_path: Path, tiny_data):
+    labels = {"labels": ["negative", "neutral", "positive"]}
+    config = write_config(data=labels, train={"max_steps": 2})
+    assert _invoke("train", config).exit_code == 0
+    adapter = _only_run(tmp_path / "runs") / "adapter"
+    inputs = tmp_path / "inputs.jsonl"
+    inputs.write_text('{"text": "the ride was great"}\n{"text": "awful trip"}\nnot json\n')
+    result = _invoke("predict", config, "--input", inputs, "--adapter", adapter)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (tmp_path / "inputs.predictions.jsonl").read_text().splitlines()]
+    assert [r["text"] for r in rows] == ["the ride was great", "awful trip"]
+    assert all(r["prediction"] in labels["labels"] and set(r["logprobs"]) == set(labels["labels"]) for r in rows)
+    assert "1 of 3 input rows rejected" in result.output
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "the car was"}\n')
+    gen_config = write_config(
+        data={"kind": "completion", "train": str(prompts), "val": None, "test": None}, eval={"max_new_tokens": 5}
+    )
+    result = _invoke("predict", gen_config, "--input", prompts, "--output", tmp_path / "out.jsonl")
+    assert result.exit_code == 0, result.output
+    (row,) = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert row["prompt"] == "the car was" and isinstance(row["prediction"], str)

@@ -65,6 +65,23 @@ def evaluate(
     _pipeline(config, overrides, do_train=False, do_eval=True, adapter=adapter)
 
 
+@app.command("predict")
+def predict_command(
+    config: ConfigArg,
+    input: Annotated[Path, typer.Option("--input", help="JSONL/CSV/Parquet rows of data.kind; answers may be absent")],
+    overrides: OverridesArg = None,
+    adapter: Annotated[Path | None, typer.Option(help="LoRA adapter directory; the base model without it")] = None,
+    output: Annotated[Path | None, typer.Option(help="JSONL to write (default: <input>.predictions.jsonl)")] = None,
+) -> None:
+    """Write the model's outputs for an input file as JSONL: labels with log-probs, or generated text."""
+    with _user_errors():
+        from tunewise.config import load_config
+        from tunewise.evaluate.predict import predict
+
+        target = output or input.with_name(input.stem + ".predictions.jsonl")
+        predict(load_config(config, overrides), input, target, adapter, console)
+
+
 @app.command("curate")
 def curate_command(config: ConfigArg, overrides: OverridesArg = None) -> None:
     """Curate the training data: validate, dedup, filter, balance, decontaminate, split; write a report."""

@@ -83,6 +83,12 @@ class EvalConfig(Section):
     split: Literal["test", "val"] = "test"
     base: bool = Field(True, description="also evaluate the base model with the same prompt")
     batch_size: int = Field(16, gt=0)
+    task: Literal["auto", "classification", "summarization", "qa", "generation", "perplexity"] = Field(
+        "auto", description="auto: label likelihood for classification, chrF/BLEU on generated text otherwise"
+    )
+    max_new_tokens: int = Field(128, gt=0)
+    stop: list[str] = Field(default_factory=list, description="generation stops at the first of these")
+    perplexity: bool = Field(True, description="also report reference perplexity for generative tasks")
 
 
 class OutputConfig(Section):

@@ -45,9 +45,9 @@ def run(
         loaded = load_model(config.model)
     model, tokenizer = loaded.model, loaded.tokenizer
     if adapter is not None:
-        model = _attach_adapter(model, adapter)
+        model = attach_adapter(model, adapter)
     renderer = PromptRenderer(config.prompt, config.data.kind, tokenizer, splits.labels)
-    task = task_for(config.data.kind, splits.labels, config.train.max_length)
+    task = task_for(config.data.kind, splits.labels, config.eval, config.train.max_length)
     eval_records = splits.test if config.eval.split == "test" else splits.val
     results: dict[str, dict[str, Any]] = {}
     predictions: dict[str, list[dict[str, Any]]] = {}
@@ -162,7 +162,7 @@ def _evaluate(
     return output.metrics, output.predictions
 
 
-def _attach_adapter(model: Any, adapter: Path) -> Any:
+def attach_adapter(model: Any, adapter: Path) -> Any:
     from peft import PeftModel
 
     if not (adapter / "adapter_config.json").is_file():

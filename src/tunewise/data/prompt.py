@@ -51,8 +51,10 @@ class PromptRenderer:
         """Everything the model sees before its answer (for chat: before the last assistant turn)."""
         if self.kind == "chat":
             messages = self._messages(record)
-            last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-            return self._chat(messages[:last], generation_prompt=True)
+            answers = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+            if not answers or answers[-1] != len(messages) - 1:  # nothing to answer yet: predict the next turn
+                return self._chat(messages, generation_prompt=True)
+            return self._chat(messages[: answers[-1]], generation_prompt=True)
         user = self._render_user(record)
         if not self.use_chat:
             return user
@@ -63,6 +65,9 @@ class PromptRenderer:
         return text + self.end_of_answer
 
     def target(self, record: Record) -> str:
+        """The reference answer: for chat, the last assistant turn (the one `prompt` leads up to)."""
+        if self.kind == "chat":
+            return next(m["content"] for m in reversed(record.fields["messages"]) if m["role"] == "assistant")
         return str(record.fields[TARGET_FIELD[self.kind]])
 
     def segments(self, record: Record) -> list[Segment]:

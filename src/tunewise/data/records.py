@@ -70,17 +70,26 @@ class Reject:
         }
 
 
+ANSWER_FIELDS = {"classification": "label", "completion": "completion", "alpaca": "output"}
+
+
 def build_record(
-    row: Mapping[str, Any], kind: str, mapping: Mapping[str, str], source: str, line: int
+    row: Mapping[str, Any], kind: str, mapping: Mapping[str, str], source: str, line: int, need_answer: bool = True
 ) -> Record | Reject:
-    """Map columns to canonical fields and check types; a bad row becomes a Reject naming the field."""
+    """Map columns to canonical fields and check types; a bad row becomes a Reject naming the field.
+
+    `need_answer=False` reads inputs to predict on: the answer field (or assistant turn) may be absent.
+    """
     fields: dict[str, Any] = {}
+    optional = set(OPTIONAL_FIELDS.get(kind, ()))
+    if not need_answer and kind in ANSWER_FIELDS:
+        optional.add(ANSWER_FIELDS[kind])
     for name in KIND_FIELDS[kind]:
         column = mapping.get(name, name)
         value = row.get(column)
-        if value is None and name in OPTIONAL_FIELDS.get(kind, ()):
+        if value is None and name in optional:
             value = ""
-        problem = _check_value(kind, name, value)
+        problem = _check_value(kind, name, value, need_answer)
         if problem:
             return Reject(source, line, column, problem, raw=dict(row))
         fields[name] = value.strip() if isinstance(value, str) and name != "completion" else value
@@ -89,21 +98,25 @@ def build_record(
     return Record(kind, fields, source, line, extra)
 
 
-def _check_value(kind: str, name: str, value: Any) -> str | None:
+def _check_value(kind: str, name: str, value: Any, need_answer: bool = True) -> str | None:
     if value is None:
         return "missing"
     if kind == "chat":
-        return _check_messages(value)
+        return _check_messages(value, need_answer)
     if not isinstance(value, str):
         if kind == "classification" and name == "label" and isinstance(value, int | bool):
             return "label must be a string; quote it in the file or map integer ids to names first"
         return f"expected a string, got {type(value).__name__}"
-    if not value.strip() and name not in OPTIONAL_FIELDS.get(kind, ()):
+    if (
+        not value.strip()
+        and name not in OPTIONAL_FIELDS.get(kind, ())
+        and (need_answer or name != ANSWER_FIELDS.get(kind))
+    ):
         return "empty"
     return None
 
 
-def _check_messages(messages: Any) -> str | None:
+def _check_messages(messages: Any, need_answer: bool = True) -> str | None:
     if not isinstance(messages, list) or not messages:
         return "expected a non-empty list of {role, content} messages"
     for i, msg in enumerate(messages):
@@ -111,7 +124,7 @@ def _check_messages(messages: Any) -> str | None:
             return f"message {i}: expected {{'role': ..., 'content': <string>}}"
         if msg.get("role") not in CHAT_ROLES:
             return f"message {i}: unknown role {msg.get('role')!r} (use system, user or assistant)"
-    if not any(m["role"] == "assistant" for m in messages):
+    if need_answer and not any(m["role"] == "assistant" for m in messages):
         return "no assistant turn to learn from"
     return None
 

@@ -25,13 +25,13 @@ class DataSplits:
     read_counts: dict[str, int] = field(default_factory=dict)
 
 
-def load_file(path: Path, cfg: DataConfig) -> tuple[list[Record], list[Reject], int]:
+def load_file(path: Path, cfg: DataConfig, need_answer: bool = True) -> tuple[list[Record], list[Reject], int]:
     records, rejects, total = [], [], 0
     for line, row, problem in read_rows(path, cfg.format, cfg.encoding):
         total += 1
         item = Reject(str(path), line, None, problem, raw=None) if problem else None
         if item is None and row is not None:
-            item = build_record(row, cfg.kind, cfg.fields, str(path), line)
+            item = build_record(row, cfg.kind, cfg.fields, str(path), line, need_answer)
         if isinstance(item, Reject):
             _raise_or_keep(item, cfg, rejects)
         else:

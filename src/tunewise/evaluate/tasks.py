@@ -7,9 +7,11 @@ from typing import Any, Protocol
 
 from rich.progress import Progress
 
+from tunewise.config import EvalConfig
 from tunewise.data.encode import encode_records, special_prefix
 from tunewise.data.prompt import PromptRenderer
 from tunewise.data.records import Record
+from tunewise.errors import ConfigError
 from tunewise.evaluate.metrics import classification_metrics, perplexity_metrics
 from tunewise.evaluate.scoring import choice_logprobs, completion_nll
 from tunewise.evaluate.stats import Difference, macro_f1_difference, mean_difference
@@ -47,20 +49,17 @@ class ClassificationTask:
     name: str = "classification"
     primary_metric: str = "macro_f1"
 
-    def evaluate(self, model, tokenizer, renderer, records, batch_size, progress=None, description=""):
+    def score(self, model, tokenizer, renderer, records, batch_size, progress=None, description=""):
+        """Log-likelihood of each label's answer text after each record's prompt: [records, labels]."""
         prefix = special_prefix(tokenizer)
         encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
         prompts = [prefix + encode(renderer.prompt(r)) for r in records]
         choices = [encode(renderer.answer(label)) for label in self.labels]
-        scores = choice_logprobs(
-            model,
-            prompts,
-            choices,
-            tokenizer.pad_token_id,
-            batch_size,
-            progress,
-            description or "scoring labels",
-        )
+        pad = tokenizer.pad_token_id
+        return choice_logprobs(model, prompts, choices, pad, batch_size, progress, description or "scoring labels")
+
+    def evaluate(self, model, tokenizer, renderer, records, batch_size, progress=None, description=""):
+        scores = self.score(model, tokenizer, renderer, records, batch_size, progress, description)
         predicted = [self.labels[i] for i in scores.argmax(dim=1).tolist()]
         gold = [str(r.fields["label"]) for r in records]
         predictions = [
@@ -103,10 +102,18 @@ class PerplexityTask:
         return {}  # corpus perplexity has no per-example scores to resample here
 
 
-TASKS = {"classification": ClassificationTask, "perplexity": PerplexityTask}
+TASK_NAMES = ("classification", "summarization", "qa", "generation", "perplexity")
 
 
-def task_for(kind: str, labels: list[str], max_length: int) -> EvalTask:
-    if kind == "classification":
+def task_for(kind: str, labels: list[str], cfg: EvalConfig, max_length: int) -> EvalTask:
+    """`eval.task: auto` scores classification by label likelihood and other kinds on generated text."""
+    from tunewise.evaluate.generative import GenerativeTask
+
+    name = cfg.task if cfg.task != "auto" else ("classification" if kind == "classification" else "generation")
+    if name == "classification":
+        if kind != "classification":
+            raise ConfigError(f"eval.task: classification needs data.kind: classification (got {kind})")
         return ClassificationTask(labels)
-    return PerplexityTask(max_length)
+    if name == "perplexity":
+        return PerplexityTask(max_length)
+    return GenerativeTask(name, cfg.max_new_tokens, list(cfg.stop), max_length, cfg.perplexity)
