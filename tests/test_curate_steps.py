@@ -69,7 +69,7 @@ def test_validate_drops_unknown_labels_and_overlong_examples():
 def test_normalize_fixes_mojibake_nfc_and_spaces_and_sets_dedup_key_options():
     context = ctx()
     step = Normalize(NormalizeStep(step="normalize", strip_for_key=["urls", "mentions"]))
-    ((record, _),) = verdicts(step, [rec("  cafe\u0301   isnâ€™t  bad ")], context)
+    ((record, _),) = verdicts(step, [rec("cafe\u0301   isnâ€™t  bad ")], context)
     assert record.fields["text"] == "caf\u00e9 isn\u2019t bad"
     assert context.key(rec("@bob Look http://x.co/1  HERE")) == "look here"
 
@@ -225,3 +225,17 @@ def test_pipeline_counts_every_step_and_keeps_the_invariant():
     ]
     assert [r.stage for r in result.rejects] == ["exact_dedup", "quality"]
     assert len(result.kept) + len(result.rejects) == 3
+
+
+def test_normalize_keeps_indentation_and_leaves_answers_alone_by_default():
+    code = Record("completion", {"prompt": "  Write   f:  ", "completion": " def f():\n    return  1"}, "c.jsonl", 1)
+    ((out, _),) = verdicts(Normalize(NormalizeStep(step="normalize")), [code])
+    assert out.fields["prompt"] == "  Write f:" and out.fields["completion"] == " def f():\n    return  1"
+    ((both, _),) = verdicts(Normalize(NormalizeStep(step="normalize", answers=True)), [code])
+    assert both.fields["completion"] == " def f():\n    return 1"
+
+
+def test_split_hits_exact_sizes_with_many_small_classes():
+    records = [rec(f"t{i}", f"class{i % 10}", i) for i in range(30)]
+    out = [r.split for r, _ in verdicts(Split(SplitStep(step="split", val=0.1, test=0.1)), records)]
+    assert out.count("test") == 3 and out.count("val") == 3

@@ -68,8 +68,14 @@ def test_unknown_label_in_test_split_is_an_error_listing_known_labels(tmp_path: 
     test.write_text(json.dumps({"text": "x", "label": "postive"}) + "\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"test.jsonl:1: field 'label': unknown label 'postive' \(known: a, b, c"):
         load_splits(_cfg(train, test=test), seed=0)
+    # skipped, the only test record is gone: an empty test split is an error, not a crash in the metrics
+    with pytest.raises(DataError, match=r"test.jsonl: no usable test records"):
+        load_splits(_cfg(train, test=test, on_error="skip", labels=["a", "b", "c"]), seed=0)
+    test.write_text(
+        json.dumps({"text": "x", "label": "postive"}) + "\n" + json.dumps({"text": "y", "label": "a"}) + "\n"
+    )
     splits = load_splits(_cfg(train, test=test, on_error="skip", labels=["a", "b", "c"]), seed=0)
-    assert splits.test == [] and splits.rejects[0].stage == "labels"
+    assert [r.line for r in splits.test] == [2] and splits.rejects[0].stage == "labels"
 
 
 def test_field_mapping_and_extra_columns(tmp_path: Path):
@@ -104,3 +110,30 @@ def test_chat_records_are_checked(tmp_path: Path):
 def test_missing_file_is_named(tmp_path: Path):
     with pytest.raises(DataError, match="nope.jsonl: file not found"):
         load_file(tmp_path / "nope.jsonl", _cfg(tmp_path / "nope.jsonl"))
+
+
+def test_long_csv_fields_and_broken_csv_are_handled(tmp_path: Path):
+    path = tmp_path / "long.csv"
+    path.write_text('text,label\n"' + "word " * 40000 + '",a\n', encoding="utf-8")  # 200 KB field
+    records, rejects, total = load_file(path, _cfg(path))
+    assert total == 1 and not rejects and len(records[0].fields["text"]) > 150_000
+
+
+def test_empty_validation_file_is_an_error(tmp_path: Path):
+    train, val = tmp_path / "train.jsonl", tmp_path / "val.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in _rows(30)), encoding="utf-8")
+    val.write_text("", encoding="utf-8")
+    with pytest.raises(DataError, match="val.jsonl: no usable val records"):
+        load_splits(_cfg(train, val=val), seed=0)
+
+
+def test_split_keeps_copies_of_a_text_on_one_side(tmp_path: Path):
+    rows = [{"text": f"tweet {i % 20}" if i % 2 else f"TWEET  {i % 20}", "label": "a"} for i in range(80)]
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    splits = load_splits(_cfg(path, val_fraction=0.2, test_fraction=0.2), seed=1)
+    keys = {
+        name: {" ".join(r.text.casefold().split()) for r in getattr(splits, name)} for name in ("train", "val", "test")
+    }
+    assert not (keys["train"] & keys["test"]) and not (keys["train"] & keys["val"]) and not (keys["val"] & keys["test"])
+    assert splits.test and splits.val

@@ -126,7 +126,7 @@ def test_generative_kinds_train_and_report_answer_perplexity(write_config, tmp_p
         assert report["task"] == "generation" and base["n"] == tuned["n"] > 0
         assert 0 <= tuned["chrf"] <= 100 and "bleu" in tuned
         assert tuned["reference_perplexity"] < base["reference_perplexity"], name
-        assert set(report["differences"]) == {"chrf"}
+        assert set(report["differences"]) == {"sentence_chrf"}
 
 
 def test_summarization_and_qa_tasks_score_generated_text(write_config, tmp_path: Path, tiny_data):

@@ -82,3 +82,10 @@ def test_remote_code_does_not_run_without_the_flag(tmp_path: Path, tiny_model_di
     with pytest.raises(ModelLoadError, match="trust_remote_code"):
         load_model(ModelConfig(name=str(target)))
     assert not canary.exists()
+
+
+def test_missing_gguf_file_in_a_directory_is_named(tmp_path: Path):
+    with pytest.raises(ModelLoadError, match="model.gguf_file: .*nope.gguf not found"):
+        resolve_model(ModelConfig(name=str(tmp_path), gguf_file="nope.gguf"))
+    with pytest.raises(ModelLoadError, match="gguf_file works with a local directory"):
+        resolve_model(ModelConfig(name="org/model", gguf_file="m.gguf"))

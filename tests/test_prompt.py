@@ -7,7 +7,7 @@ from tunewise.config import PromptConfig
 from tunewise.data.encode import IGNORE_INDEX, encode_records, encode_segments
 from tunewise.data.prompt import PromptRenderer
 from tunewise.data.records import Record
-from tunewise.errors import ConfigError
+from tunewise.errors import ConfigError, TunewiseError
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_sandbox_blocks_escape_payloads_with_a_clear_error(tokenizer, payload):
 
 def test_undefined_variable_names_the_record(tokenizer):
     renderer = PromptRenderer(PromptConfig(template="{{ tweet }}"), "classification", tokenizer, ["a"])
-    with pytest.raises(Exception, match=r"t.jsonl:1: prompt.template failed: 'tweet' is undefined"):
+    with pytest.raises(TunewiseError, match=r"t.jsonl:1: prompt.template failed: 'tweet' is undefined"):
         renderer.prompt(_record())
 
 
@@ -90,4 +90,20 @@ def test_plain_prompt_without_chat_template_ends_with_eos(tokenizer):
     cfg = PromptConfig(template="Text: {{ text }}\nLabel:", chat_template=False)
     renderer = PromptRenderer(cfg, "classification", tokenizer, ["positive"])
     assert renderer.prompt(_record()) == "Text: the car was great\nLabel:"
-    assert renderer.answer(" positive") == " positive" + tokenizer.eos_token
+    assert renderer.answer("positive") == " positive" + tokenizer.eos_token  # "Label: positive", not "Label:positive"
+    explicit = PromptRenderer(
+        PromptConfig(template="{{ text }}\n", chat_template=False, answer_prefix=""),
+        "classification",
+        tokenizer,
+        ["positive"],
+    )
+    assert explicit.answer("positive") == "positive" + tokenizer.eos_token
+
+
+def test_bos_is_not_doubled_when_the_template_renders_it(tokenizer):
+    from tunewise.data.encode import encode_prompt
+
+    bos = [tokenizer.bos_token_id]
+    text = tokenizer.bos_token + "hello"
+    assert encode_prompt(tokenizer, text, bos).count(tokenizer.bos_token_id) == 1
+    assert encode_prompt(tokenizer, "hello", bos)[0] == tokenizer.bos_token_id

@@ -59,3 +59,8 @@ def test_macro_f1_difference_is_paired_on_examples():
     tuned = [g if i % 5 else "a" for i, g in enumerate(gold)]  # mostly right
     diff = macro_f1_difference(gold, base, tuned, ["a", "b", "c"], resamples=500)
     assert diff.delta > 0.5 and diff.significant and diff.to_json()["significant"] is True
+
+
+def test_rouge_scores_non_latin_scripts():
+    assert rouge(["привет мир"], ["привет мир"])["rouge1"] == 1.0
+    assert rouge(["привет мир"], ["пока мир"])["rouge1"] == pytest.approx(0.5)

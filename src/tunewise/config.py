@@ -49,6 +49,9 @@ class PromptConfig(Section):
     template: str | None = Field(None, description="Jinja2 template of the user turn; record fields are vars")
     system: str | None = None
     chat_template: bool = Field(True, description="wrap the prompt in the model's chat template")
+    answer_prefix: str | None = Field(
+        None, description="text between prompt and answer; default ' ' without a chat template ('Label: positive')"
+    )
 
 
 class LoraSettings(Section):
@@ -147,7 +150,9 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     node = raw
     parts = key.strip().split(".")
     for part in parts[:-1]:
-        node = node.setdefault(part, {})
+        if node.get(part) is None:  # absent, or left empty in the YAML (`prompt:`)
+            node[part] = {}
+        node = node[part]
         if not isinstance(node, dict):
             raise ConfigError(f"override '{override}': '{part}' is not a section")
     node[parts[-1]] = yaml.safe_load(value) if value.strip() else None

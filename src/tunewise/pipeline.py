@@ -115,6 +115,15 @@ def _train(
             f"[yellow]{len(bad)} examples rejected before training (max_length); "
             f"see {run_dir.path / 'rejects.jsonl'}[/]"
         )
+    if not train_items or not val_items:
+        split = "training" if not train_items else "validation"
+        raise DataError(
+            str(config.data.train),
+            0,
+            None,
+            f"no {split} examples left after the max_length check",
+            f"raise train.max_length (now {max_length}) or shorten the prompt",
+        )
     truncated = sum(e.truncated for e in train_items)
     if truncated:
         console.print(f"[yellow]{truncated} training examples truncated to {max_length} tokens[/]")
@@ -134,7 +143,7 @@ def _train(
     if result.stopped_early:
         console.print(f"early stopping at step {result.steps} of {result.planned_steps}")
     console.print(
-        f"best checkpoint: step {result.best_step} ({config.train.metric} = {result.best_metric:.4f}), "
+        f"best checkpoint: step {result.best_step} ({config.train.metric} = {result.best_metric or float('nan'):.4f}), "
         f"restored and saved to {result.adapter_dir}"
     )
     return result.model, summary

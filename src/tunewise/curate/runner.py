@@ -63,19 +63,24 @@ def _lengths_fn(config: Config) -> Callable[[list[Record]], list[int]]:
     """Token counts of the fully rendered examples; the tokenizer loads only if a step asks."""
 
     def lengths_of(records: list[Record]) -> list[int]:
-        from tunewise.data.encode import special_prefix
+        from tunewise.data.encode import prompt_prefix, special_prefix
         from tunewise.data.prompt import PromptRenderer
         from tunewise.models import load_tokenizer
 
         tokenizer = load_tokenizer(config.model)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        renderer = PromptRenderer(config.prompt, config.data.kind, tokenizer, config.data.labels or [])
+        # The label list is part of the default prompt: measure with the labels training will see.
+        labels = config.data.labels or sorted({r.label for r in records if r.label is not None})
+        renderer = PromptRenderer(config.prompt, config.data.kind, tokenizer, labels)
         segments = [renderer.segments(r) for r in records]
         flat = [segment.text for parts in segments for segment in parts]
         counts = iter(map(len, tokenizer(flat, add_special_tokens=False)["input_ids"]) if flat else [])
-        prefix = len(special_prefix(tokenizer))
-        return [prefix + sum(next(counts) for _ in parts) for parts in segments]
+        prefix = special_prefix(tokenizer)
+        return [
+            len(prompt_prefix(tokenizer, parts[0].text, prefix)) + sum(next(counts) for _ in parts)
+            for parts in segments
+        ]
 
     return lengths_of
 

@@ -137,16 +137,30 @@ class Split:
         for i in open_:
             groups[records[i].label or ""].append(i)
         assigned: dict[int, str] = {}
-        for label in sorted(groups):
+        labels = sorted(groups)
+        sizes = [len(groups[label]) for label in labels]
+        # Largest remainders: per-class shares that add up to exactly n_test / n_val.
+        for label, k_test, k_val in zip(labels, apportion(n_test, sizes), apportion(n_val, sizes), strict=True):
             index = groups[label]
             rng.shuffle(index)
-            k_test = round(n_test * len(index) / n)
-            k_val = round(n_val * len(index) / n)
             assigned.update({i: "test" for i in index[:k_test]})
             assigned.update({i: "val" for i in index[k_test : k_test + k_val]})
         for i, record in enumerate(records):
             split = assigned.get(i, "train") if record.split is None else record.split
             yield keep(replace(record, split=split))
+
+
+def apportion(total: int, sizes: list[int]) -> list[int]:
+    """Split `total` across groups in proportion to `sizes` (Hamilton's method), never above a group's size."""
+    n = sum(sizes)
+    if n == 0:
+        return [0] * len(sizes)
+    exact = [total * size / n for size in sizes]
+    shares = [math.floor(x) for x in exact]
+    by_remainder = sorted(range(len(sizes)), key=lambda i: exact[i] - shares[i], reverse=True)
+    for i in by_remainder[: total - sum(shares)]:
+        shares[i] += 1
+    return [min(share, size) for share, size in zip(shares, sizes, strict=True)]
 
 
 def _size(value: float, n: int) -> int:

@@ -27,6 +27,7 @@ class NormalizeStep(StepSettings):
         default_factory=list, description="removed from dedup keys only, never from the training text"
     )
     apply_to_text: bool = Field(True, description="keep the normalized text for training")
+    answers: bool = Field(False, description="also normalize answers (completion, output, assistant turns)")
 
 
 class ConflictsStep(StepSettings):

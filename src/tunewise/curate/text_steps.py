@@ -59,7 +59,7 @@ class Normalize:
         fix = self._fixer()
         changed = 0
         for record in records:
-            new = map_text(record, fix)
+            new = map_text(record, fix, answers=self.settings.answers)
             changed += new is not record
             yield keep(new)
         ctx.notes["normalize_changed"] = changed
@@ -75,24 +75,32 @@ class Normalize:
             if s.nfc:
                 text = unicodedata.normalize("NFC", text)
             if s.whitespace:
-                text = (
-                    " ".join(text.split())
-                    if "\n" not in text
-                    else "\n".join(" ".join(line.split()) for line in text.splitlines())
-                )
+                text = "\n".join(_tidy_line(line) for line in text.strip("\n").splitlines())
             return text
 
         return fix
 
 
-def map_text(record: Record, fn: Callable[[str], str]) -> Record:
-    """The record with `fn` applied to each of its text fields; the same object when nothing changes."""
+def _tidy_line(line: str) -> str:
+    """Collapse runs of spaces inside a line; keep its indentation (code, lists) and drop trailing space."""
+    body = line.lstrip(" \t")
+    return line[: len(line) - len(body)] + " ".join(body.split())
+
+
+ANSWER_FIELDS = {"completion", "output"}
+
+
+def map_text(record: Record, fn: Callable[[str], str], answers: bool = True) -> Record:
+    """The record with `fn` applied to its text fields (answers too if asked); the same object if unchanged."""
     fields: dict[str, Any] = dict(record.fields)
     if record.kind == "chat":
-        fields["messages"] = [{**m, "content": fn(m["content"])} for m in record.fields["messages"]]
+        fields["messages"] = [
+            {**m, "content": fn(m["content"]) if answers or m["role"] != "assistant" else m["content"]}
+            for m in record.fields["messages"]
+        ]
     else:
         for name in TEXT_FIELDS[record.kind]:
-            if isinstance(fields.get(name), str):
+            if isinstance(fields.get(name), str) and (answers or name not in ANSWER_FIELDS):
                 fields[name] = fn(fields[name])
     return record if fields == dict(record.fields) else replace(record, fields=fields)
 

@@ -25,7 +25,19 @@ def special_prefix(tokenizer: Any) -> list[int]:
     return list(with_special[: len(with_special) - len(without)]) if with_special[-len(without) :] == without else []
 
 
+def prompt_prefix(tokenizer: Any, text: str, prefix: list[int]) -> list[int]:
+    """The special prefix, unless the rendered text already carries BOS (chat templates often do)."""
+    bos = getattr(tokenizer, "bos_token", None)
+    return [] if bos and text.startswith(bos) else prefix
+
+
+def encode_prompt(tokenizer: Any, text: str, prefix: list[int]) -> list[int]:
+    """Token ids of a rendered prompt for scoring or generation, tokenized as in training."""
+    return prompt_prefix(tokenizer, text, prefix) + tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
 def encode_segments(segments: list, tokenizer: Any, max_length: int, prefix: list[int]) -> Encoded:
+    prefix = prompt_prefix(tokenizer, segments[0].text if segments else "", prefix)
     input_ids, labels = list(prefix), [IGNORE_INDEX] * len(prefix)
     for segment in segments:
         ids = tokenizer(segment.text, add_special_tokens=False)["input_ids"]

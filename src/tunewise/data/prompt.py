@@ -46,6 +46,9 @@ class PromptRenderer:
                 "set prompt.chat_template: false and write the whole prompt in prompt.template"
             )
         self.end_of_answer = self._chat_answer_suffix() if self.use_chat else (tokenizer.eos_token or "")
+        # Plain prompts ("...Label:") continue with " positive": the token a model has seen there.
+        default_prefix = "" if self.use_chat else " "
+        self.answer_prefix = cfg.answer_prefix if cfg.answer_prefix is not None else default_prefix
 
     def prompt(self, record: Record) -> str:
         """Everything the model sees before its answer (for chat: before the last assistant turn)."""
@@ -62,7 +65,7 @@ class PromptRenderer:
 
     def answer(self, text: str) -> str:
         """The answer as trained on: text plus the end-of-turn marker, so the model learns to stop."""
-        return text + self.end_of_answer
+        return self.answer_prefix + text + self.end_of_answer
 
     def target(self, record: Record) -> str:
         """The reference answer: for chat, the last assistant turn (the one `prompt` leads up to)."""

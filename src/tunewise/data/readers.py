@@ -60,6 +60,7 @@ def _read_jsonl(path: Path, encoding: str) -> Iterator[Row]:
 def _read_csv(path: Path, encoding: str) -> Iterator[Row]:
     # utf-8-sig strips a BOM; newline="" lets csv handle CRLF and quoted newlines.
     enc = "utf-8-sig" if encoding.lower().replace("_", "-") == "utf-8" else encoding
+    csv.field_size_limit(1 << 30)  # long documents (summarization) exceed the 128 KiB default
     try:
         with path.open(encoding=enc, newline="") as fh:
             reader = csv.DictReader(fh)
@@ -73,6 +74,8 @@ def _read_csv(path: Path, encoding: str) -> Iterator[Row]:
         raise DataError(
             str(path), 0, None, f"not valid {encoding} at byte {exc.start}", "set data.encoding, e.g. latin-1"
         ) from None
+    except csv.Error as exc:
+        raise DataError(str(path), reader.line_num, None, f"unreadable CSV: {exc}") from None
 
 
 def _read_parquet(path: Path, encoding: str) -> Iterator[Row]:

@@ -70,6 +70,10 @@ def load_splits(cfg: DataConfig, seed: int) -> DataSplits:
     val = loaded["val"]
     if val is None:
         train, val = _split(train, cfg.val_fraction, rng)
+    for name, records in (("val", val), ("test", test)):
+        if not records:
+            source = getattr(cfg, name) or cfg.train
+            raise DataError(str(source), 0, None, f"no usable {name} records", "see rejects.jsonl for reasons")
     train = _cap(train, cfg.max_train_examples, rng)
     val = _cap(val, cfg.max_val_examples, rng)
     test = _cap(test, cfg.max_test_examples, rng)
@@ -100,17 +104,21 @@ def _check_labels(
 
 
 def _split(records: list[Record], fraction: float, rng: random.Random) -> tuple[list[Record], list[Record]]:
-    """Stratified by label where there is one, so small classes appear in both parts."""
-    groups: dict[str, list[Record]] = {}
+    """Stratified by label, and copies of one text (case and spacing aside) never straddle the two parts."""
+    strata: dict[str, dict[str, list[Record]]] = {}
     for record in records:
-        groups.setdefault(str(record.fields.get("label", "")), []).append(record)
+        text_key = " ".join(record.text.casefold().split())
+        strata.setdefault(str(record.label or ""), {}).setdefault(text_key, []).append(record)
     keep, held = [], []
-    for key in sorted(groups):
-        group = groups[key][:]
-        rng.shuffle(group)
-        n_held = round(len(group) * fraction) if len(group) > 1 else 0
-        held += group[:n_held]
-        keep += group[n_held:]
+    for label in sorted(strata):
+        copies = list(strata[label].values())
+        rng.shuffle(copies)
+        size = sum(map(len, copies))
+        target = round(size * fraction) if size > 1 else 0
+        taken = 0
+        for group in copies:
+            (held if taken < target else keep).extend(group)
+            taken += len(group) if taken < target else 0
     if not held:
         raise DataError(
             records[0].source,

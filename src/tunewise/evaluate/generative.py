@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tunewise.data.encode import encode_records, special_prefix
+from tunewise.data.encode import encode_prompt, encode_records, special_prefix
 from tunewise.evaluate.generate import generate
 from tunewise.evaluate.metrics import perplexity_metrics
 from tunewise.evaluate.scoring import completion_nll
@@ -22,7 +22,7 @@ def _qa(predictions: list[str], references: list[str]) -> dict[str, Any]:
 SCORERS: dict[str, tuple[Callable[[list[str], list[str]], dict[str, Any]], str]] = {
     "summarization": (rouge, "rougeL"),
     "qa": (_qa, "f1"),
-    "generation": (chrf_bleu, "chrf"),
+    "generation": (chrf_bleu, "sentence_chrf"),  # per-example, so its Δ and bootstrap CI agree
 }
 
 
@@ -43,7 +43,7 @@ class GenerativeTask:
 
         scorer, primary = SCORERS[self.name]
         prefix = special_prefix(tokenizer)
-        prompts = [prefix + tokenizer(renderer.prompt(r), add_special_tokens=False)["input_ids"] for r in records]
+        prompts = [encode_prompt(tokenizer, renderer.prompt(r), prefix) for r in records]
         outputs = generate(
             model,
             tokenizer,

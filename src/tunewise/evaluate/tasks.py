@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from rich.progress import Progress
 
 from tunewise.config import EvalConfig
-from tunewise.data.encode import encode_records, special_prefix
+from tunewise.data.encode import encode_prompt, encode_records, special_prefix
 from tunewise.data.prompt import PromptRenderer
 from tunewise.data.records import Record
 from tunewise.errors import ConfigError
@@ -53,7 +53,7 @@ class ClassificationTask:
         """Log-likelihood of each label's answer text after each record's prompt: [records, labels]."""
         prefix = special_prefix(tokenizer)
         encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-        prompts = [prefix + encode(renderer.prompt(r)) for r in records]
+        prompts = [encode_prompt(tokenizer, renderer.prompt(r), prefix) for r in records]
         choices = [encode(renderer.answer(label)) for label in self.labels]
         pad = tokenizer.pad_token_id
         return choice_logprobs(model, prompts, choices, pad, batch_size, progress, description or "scoring labels")

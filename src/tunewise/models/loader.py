@@ -68,13 +68,19 @@ def resolve_model(cfg: ModelConfig) -> ModelSource:
         return ModelSource("gguf", str(path.parent), path.name)
     if path.is_dir():
         if cfg.gguf_file:
+            if not (path / cfg.gguf_file).is_file():
+                raise ModelLoadError(f"model.gguf_file: {path / cfg.gguf_file} not found")
             return ModelSource("gguf", str(path), cfg.gguf_file)
         if not (path / "config.json").is_file():
             raise ModelLoadError(f"model.name: {path} has no config.json; is it a Hugging Face model directory?")
         return ModelSource("dir", str(path))
     if not HUB_ID.fullmatch(name):
         raise ModelLoadError(f"model.name: {name} is not a model directory, a .gguf file or a hub id")
-    return ModelSource("hub", name, cfg.gguf_file)
+    if cfg.gguf_file:
+        raise ModelLoadError(
+            "model.gguf_file works with a local directory; download the GGUF and point model.name at it"
+        )
+    return ModelSource("hub", name)
 
 
 def load_model(cfg: ModelConfig) -> LoadedModel:
