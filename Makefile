@@ -34,6 +34,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/label_scoring.py
 	$(BIN)/python bench/curate_throughput.py
+	$(BIN)/python bench/generation_throughput.py
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info
