@@ -87,3 +87,11 @@ def test_curate_output_resolves_against_the_config_file(tmp_path: Path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({**_minimal(), "curate": {"output": "out", "steps": []}}), encoding="utf-8")
     assert load_config(path).curate.output == tmp_path / "out"
+
+
+def test_prompt_variants_are_validated_with_the_variant_named():
+    config = validate_config({**_minimal(), "prompt": {"system": "S", "variants": {"few": {"few_shot": 3}}}})
+    variant = config.prompt.variant("few")
+    assert variant.few_shot == 3 and variant.system == "S"  # inherits what it does not change
+    with pytest.raises(ConfigError, match=r"prompt.variants.terse: tmplate: Extra inputs are not permitted"):
+        validate_config({**_minimal(), "prompt": {"variants": {"terse": {"tmplate": "{{ text }}"}}}})

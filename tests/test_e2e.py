@@ -173,3 +173,24 @@ def test_predict_writes_one_output_per_input_row(write_config, tmp_path: Path, t
     assert result.exit_code == 0, result.output
     (row,) = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert row["prompt"] == "the car was" and isinstance(row["prediction"], str)
+
+
+def test_prompt_variants_make_a_model_by_prompt_matrix_with_cis(write_config, tmp_path: Path):
+    variants = {"few-shot": {"few_shot": 2}, "terse": {"template": "{{ text }}"}}
+    result = _invoke("run", write_config(prompt={"variants": variants}, train={"max_steps": 4}))
+    assert result.exit_code == 0, result.output
+    run = _only_run(tmp_path / "runs")
+    cells = set(json.loads((run / "eval.json").read_text())["models"])
+    assert cells == {
+        "base",
+        "base · few-shot",
+        "base · terse",
+        "fine-tuned",
+        "fine-tuned · few-shot",
+        "fine-tuned · terse",
+    }
+    matrix = json.loads((run / "eval_matrix.json").read_text())
+    assert matrix["reference"] == "base" and matrix["cells"]["base"].get("vs_reference") is None
+    diff = matrix["cells"]["fine-tuned · few-shot"]["vs_reference"]
+    assert diff["ci_low"] <= diff["delta"] <= diff["ci_high"]
+    assert "Models x prompts" in result.output

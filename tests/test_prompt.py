@@ -107,3 +107,14 @@ def test_bos_is_not_doubled_when_the_template_renders_it(tokenizer):
     text = tokenizer.bos_token + "hello"
     assert encode_prompt(tokenizer, text, bos).count(tokenizer.bos_token_id) == 1
     assert encode_prompt(tokenizer, "hello", bos)[0] == tokenizer.bos_token_id
+
+
+def test_few_shot_examples_come_before_the_question(tokenizer):
+    shots = [_record("awful trip", "negative"), _record("great ride", "positive")]
+    cfg = PromptConfig(template="{{ text }}", few_shot=2)
+    chat = PromptRenderer(cfg, "classification", tokenizer, ["negative", "positive"], shots).prompt(_record("ok car"))
+    assert chat.index("awful trip") < chat.index("negative") < chat.index("great ride") < chat.index("ok car")
+    assert chat.count("<|im_start|>assistant") == 3  # two solved turns, then the open one
+    plain_cfg = PromptConfig(template="Text: {{ text }}\nLabel:", chat_template=False, few_shot=1)
+    plain = PromptRenderer(plain_cfg, "classification", tokenizer, ["negative"], shots).prompt(_record("ok"))
+    assert plain == "Text: awful trip\nLabel: negative\n\nText: ok\nLabel:"

@@ -45,13 +45,35 @@ class DataConfig(Section):
     max_test_examples: int | None = Field(None, gt=0)
 
 
-class PromptConfig(Section):
+class PromptSettings(Section):
     template: str | None = Field(None, description="Jinja2 template of the user turn; record fields are vars")
     system: str | None = None
     chat_template: bool = Field(True, description="wrap the prompt in the model's chat template")
     answer_prefix: str | None = Field(
         None, description="text between prompt and answer; default ' ' without a chat template ('Label: positive')"
     )
+    few_shot: int = Field(0, ge=0, description="solved training examples shown before each question")
+
+
+class PromptConfig(PromptSettings):
+    variants: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="more prompts to evaluate side by side: name -> changed keys"
+    )
+
+    @model_validator(mode="after")
+    def _check_variants(self) -> PromptConfig:
+        for name in self.variants:
+            self.variant(name)
+        return self
+
+    def variant(self, name: str) -> PromptSettings:
+        """This prompt with the variant's keys changed; unknown keys are errors naming the variant."""
+        base = self.model_dump(exclude={"variants"})
+        try:
+            return PromptSettings.model_validate({**base, **(self.variants[name] or {})})
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ValueError(f"prompt.variants.{name}: {problems}") from None
 
 
 class LoraSettings(Section):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -19,7 +20,7 @@ from tunewise.errors import DataError, ModelLoadError
 from tunewise.evaluate.stats import Difference
 from tunewise.evaluate.tasks import EvalTask, task_for
 from tunewise.models import load_model
-from tunewise.report import print_comparison, print_data_summary
+from tunewise.report import print_comparison, print_data_summary, print_matrix
 from tunewise.track import RunDir, create_run_dir
 
 
@@ -46,34 +47,70 @@ def run(
     model, tokenizer = loaded.model, loaded.tokenizer
     if adapter is not None:
         model = attach_adapter(model, adapter)
-    renderer = PromptRenderer(config.prompt, config.data.kind, tokenizer, splits.labels)
+    renderers = prompt_variants(config, tokenizer, splits)
+    renderer = renderers[DEFAULT_PROMPT]  # the prompt training uses
     task = task_for(config.data.kind, splits.labels, config.eval, config.train.max_length)
     eval_records = splits.test if config.eval.split == "test" else splits.val
     results: dict[str, dict[str, Any]] = {}
     predictions: dict[str, list[dict[str, Any]]] = {}
 
-    if do_eval and config.eval.base:
-        base_ctx = model.disable_adapter() if adapter is not None else nullcontext()
-        with base_ctx:
-            results["base"], predictions["base"] = _evaluate(
-                task, model, tokenizer, renderer, eval_records, config, console, "base model"
+    def evaluate_all(model_name: str) -> None:
+        for variant, variant_renderer in renderers.items():
+            cell = model_name if variant == DEFAULT_PROMPT else f"{model_name} · {variant}"
+            results[cell], predictions[cell] = _evaluate(
+                task, model, tokenizer, variant_renderer, eval_records, config, console, cell
             )
+
+    if do_eval and config.eval.base:
+        with model.disable_adapter() if adapter is not None else nullcontext():
+            evaluate_all("base")
     train_summary: dict[str, Any] | None = None
     if do_train:
         model, train_summary = _train(model, tokenizer, config, splits, renderer, run_dir, console)
     if do_eval and (do_train or adapter is not None):
-        results["fine-tuned"], predictions["fine-tuned"] = _evaluate(
-            task, model, tokenizer, renderer, eval_records, config, console, "fine-tuned model"
-        )
+        evaluate_all("fine-tuned")
 
     if results:
         differences = {}
         if "base" in results and "fine-tuned" in results:
             differences = task.compare(predictions["base"], predictions["fine-tuned"], seed=config.train.seed)
+        matrix = _matrix(task, results, predictions, config.train.seed)
         _write_eval(run_dir, task, config, eval_records, results, predictions, differences, train_summary, adapter)
-        print_comparison(console, results, task.primary_metric, differences)
+        print_comparison(
+            console, {k: results[k] for k in ("base", "fine-tuned") if k in results}, task.primary_metric, differences
+        )
+        if len(results) > 2:
+            print_matrix(console, matrix, task.primary_metric)
+            run_dir.write_json("eval_matrix.json", matrix)
     console.print(f"done in {time.time() - started:.0f} s; outputs in {run_dir.path}")
     return run_dir
+
+
+DEFAULT_PROMPT = "default"
+
+
+def prompt_variants(config: Config, tokenizer: Any, splits: DataSplits) -> dict[str, PromptRenderer]:
+    """The configured prompt and each `prompt.variants` entry; few-shot examples come from train, seeded."""
+    settings = {DEFAULT_PROMPT: config.prompt, **{n: config.prompt.variant(n) for n in config.prompt.variants}}
+    renderers = {}
+    for name, prompt in settings.items():
+        shots = random.Random(config.train.seed).sample(splits.train, min(prompt.few_shot, len(splits.train)))
+        renderers[name] = PromptRenderer(prompt, config.data.kind, tokenizer, splits.labels, shots)
+    return renderers
+
+
+def _matrix(task: EvalTask, results: dict[str, Any], predictions: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Every model x prompt cell against the prompted base model, with paired-bootstrap CIs."""
+    metric = task.primary_metric
+    reference = "base" if "base" in results else next(iter(results))
+    matrix: dict[str, Any] = {"metric": metric, "reference": reference, "cells": {}}
+    for cell, metrics in results.items():
+        entry: dict[str, Any] = {metric: metrics[metric]}
+        if cell != reference:
+            diff = task.compare(predictions[reference], predictions[cell], seed=seed).get(metric)
+            entry["vs_reference"] = diff.to_json() if diff else None
+        matrix["cells"][cell] = entry
+    return matrix
 
 
 def with_curated_data(config: Config, splits: dict[str, Path]) -> Config:

@@ -57,6 +57,26 @@ def print_comparison(
         console.print(cm)
 
 
+def print_matrix(console: Console, matrix: dict[str, Any], metric: str) -> None:
+    table = Table(title=f"Models x prompts: {metric} (Δ against {matrix['reference']})")
+    for column in ("model · prompt", metric, "Δ", "95% CI", "p"):
+        table.add_column(column, justify="left" if column == "model · prompt" else "right")
+    for cell, entry in matrix["cells"].items():
+        diff = entry.get("vs_reference")
+        if diff is None:
+            table.add_row(cell, f"{entry[metric]:.4f}", "", "", "")
+            continue
+        star = " *" if diff["significant"] else ""
+        table.add_row(
+            cell,
+            f"{entry[metric]:.4f}",
+            f"{diff['delta']:+.4f}{star}",
+            f"[{diff['ci_low']:+.4f}, {diff['ci_high']:+.4f}]",
+            f"{diff['p_value']:.3f}",
+        )
+    console.print(table)
+
+
 def _rows(metrics: dict[str, Any], primary: str) -> list[tuple[str, str]]:
     rows = [(primary, primary)]
     rows += [(k, k) for k, v in metrics.items() if isinstance(v, float) and k != primary]

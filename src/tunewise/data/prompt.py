@@ -8,7 +8,7 @@ from typing import Any
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
-from tunewise.config import PromptConfig
+from tunewise.config import PromptSettings
 from tunewise.data.records import Record
 from tunewise.errors import ConfigError, TunewiseError
 
@@ -31,8 +31,18 @@ class Segment:
 class PromptRenderer:
     """Turns a Record into prompt text and answer text, the same way everywhere."""
 
-    def __init__(self, cfg: PromptConfig, kind: str, tokenizer: Any, labels: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: PromptSettings,
+        kind: str,
+        tokenizer: Any,
+        labels: list[str] | None = None,
+        shots: list[Record] | None = None,
+    ) -> None:
         self.cfg, self.kind, self.tokenizer = cfg, kind, tokenizer
+        self.shots = list(shots or [])[: cfg.few_shot]
+        if self.shots and kind == "chat":
+            raise ConfigError("prompt.few_shot is for classification, completion and alpaca data, not chat")
         self.labels = list(labels or [])
         env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True)
         try:
@@ -60,8 +70,15 @@ class PromptRenderer:
             return self._chat(messages[: answers[-1]], generation_prompt=True)
         user = self._render_user(record)
         if not self.use_chat:
-            return user
-        return self._chat(self._with_system([{"role": "user", "content": user}]), generation_prompt=True)
+            solved = "".join(f"{self._render_user(s)}{self.answer_prefix}{self.target(s)}\n\n" for s in self.shots)
+            return solved + user
+        turns = []
+        for shot in self.shots:  # few-shot as earlier turns of the same conversation
+            turns += [
+                {"role": "user", "content": self._render_user(shot)},
+                {"role": "assistant", "content": self.target(shot)},
+            ]
+        return self._chat(self._with_system([*turns, {"role": "user", "content": user}]), generation_prompt=True)
 
     def answer(self, text: str) -> str:
         """The answer as trained on: text plus the end-of-turn marker, so the model learns to stop."""
