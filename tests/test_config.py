@@ -95,3 +95,11 @@ def test_prompt_variants_are_validated_with_the_variant_named():
     assert variant.few_shot == 3 and variant.system == "S"  # inherits what it does not change
     with pytest.raises(ConfigError, match=r"prompt.variants.terse: tmplate: Extra inputs are not permitted"):
         validate_config({**_minimal(), "prompt": {"variants": {"terse": {"tmplate": "{{ text }}"}}}})
+
+
+def test_task_metric_must_belong_to_the_evaluation_task():
+    assert validate_config({**_minimal(), "train": {"metric": "macro_f1"}}).train.metric == "eval_macro_f1"
+    with pytest.raises(ConfigError, match="train.metric 'rougeL' is not a metric of the classification task"):
+        validate_config({**_minimal(), "train": {"metric": "rougeL"}})
+    summarization = {"data": {"train": "t.jsonl", "kind": "completion"}, "eval": {"task": "summarization"}}
+    assert validate_config({**summarization, "train": {"metric": "rougeL"}}).train.metric == "eval_rougeL"

@@ -194,3 +194,21 @@ def test_prompt_variants_make_a_model_by_prompt_matrix_with_cis(write_config, tm
     diff = matrix["cells"]["fine-tuned · few-shot"]["vs_reference"]
     assert diff["ci_low"] <= diff["delta"] <= diff["ci_high"]
     assert "Models x prompts" in result.output
+
+
+def test_early_stopping_on_a_task_metric_scored_during_training(write_config, tmp_path: Path):
+    config = write_config(
+        train={"lr": 1e-9, "epochs": 4, "eval_steps": 2, "patience": 2, "metric": "macro_f1", "metric_examples": 12}
+    )
+    result = _invoke("train", config)
+    assert result.exit_code == 0, result.output
+    metrics = _metrics(_only_run(tmp_path / "runs"))
+    f1_at = {m["step"]: m["eval_macro_f1"] for m in metrics if "eval_macro_f1" in m}
+    assert sorted(f1_at) == [2, 4, 6] and all(0 <= v <= 1 for v in f1_at.values())
+    end = next(m for m in metrics if m.get("event") == "train_end")
+    assert end["stopped_early"] and end["best_metric"] == f1_at[end["best_step"]]
+
+
+def test_task_metric_of_another_task_is_refused(write_config):
+    result = runner.invoke(app, ["train", str(write_config(train={"metric": "rougeL"}))])
+    assert result.exit_code == 2 and "not a metric of the classification task" in result.output

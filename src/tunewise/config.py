@@ -12,7 +12,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from tunewise.curate.settings import CurateConfig
 from tunewise.errors import ConfigError
 
-TRAINING_METRICS = ("eval_loss",)  # validation metrics the Trainer reports at each evaluation
+# Validation metrics for early stopping, by evaluation task ("loss" is the Trainer's own, for any task).
+TASK_METRICS = {
+    "classification": ("accuracy", "macro_f1"),
+    "summarization": ("rouge1", "rouge2", "rougeL"),
+    "qa": ("exact_match", "f1"),
+    "generation": ("sentence_chrf", "chrf", "bleu"),
+    "perplexity": ("perplexity",),
+}
+TRAINING_METRICS = ("eval_loss", *sorted({f"eval_{m}" for names in TASK_METRICS.values() for m in names}))
 RecordKind = Literal["classification", "completion", "chat", "alpaca"]
 
 
@@ -96,7 +104,10 @@ class TrainConfig(Section):
     max_length: int = Field(512, gt=8)
     eval_steps: int = Field(50, gt=0)
     logging_steps: int = Field(5, gt=0)
-    metric: str = Field("eval_loss", description="validation metric for early stopping and best checkpoint")
+    metric: str = Field(
+        "eval_loss", description="validation metric for early stopping and best checkpoint: loss or a task metric"
+    )
+    metric_examples: int = Field(64, gt=0, description="validation examples scored for a task metric per evaluation")
     greater_is_better: bool | None = Field(None, description="inferred from the metric name when unset")
     patience: int = Field(3, ge=0, description="evaluations without improvement before stopping; 0 = off")
     min_delta: float = Field(0.0, ge=0)
@@ -140,7 +151,20 @@ class Config(Section):
                 f"train.metric '{self.train.metric}' is not computed during training; "
                 f"use one of: {', '.join(TRAINING_METRICS)}"
             )
+        name = self.train.metric.removeprefix("eval_")
+        if name != "loss" and name not in TASK_METRICS[self.eval_task]:
+            raise ValueError(
+                f"train.metric '{name}' is not a metric of the {self.eval_task} task; "
+                f"use loss or one of: {', '.join(TASK_METRICS[self.eval_task])}"
+            )
         return self
+
+    @property
+    def eval_task(self) -> str:
+        """The evaluation task `eval.task: auto` stands for with this data."""
+        if self.eval.task != "auto":
+            return self.eval.task
+        return "classification" if self.data.kind == "classification" else "generation"
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:

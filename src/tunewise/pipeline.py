@@ -164,7 +164,16 @@ def _train(
     truncated = sum(e.truncated for e in train_items)
     if truncated:
         console.print(f"[yellow]{truncated} training examples truncated to {max_length} tokens[/]")
-    result = train(model, tokenizer, config, train_items, val_items, run_dir.path, console)
+    result = train(
+        model,
+        tokenizer,
+        config,
+        train_items,
+        val_items,
+        run_dir.path,
+        console,
+        task_metric=_task_metric(config, tokenizer, splits, renderer),
+    )
     summary = {
         "steps": result.steps,
         "planned_steps": result.planned_steps,
@@ -184,6 +193,23 @@ def _train(
         f"restored and saved to {result.adapter_dir}"
     )
     return result.model, summary
+
+
+def _task_metric(config: Config, tokenizer: Any, splits: DataSplits, renderer: PromptRenderer):
+    """When train.metric is a task metric: score it on a fixed, seeded subsample of validation."""
+    if config.train.metric == "eval_loss":
+        return None
+    task = task_for(
+        config.data.kind, splits.labels, config.eval.model_copy(update={"perplexity": False}), config.train.max_length
+    )
+    budget = config.train.metric_examples
+    sample = random.Random(config.train.seed).sample(splits.val, min(budget, len(splits.val)))
+
+    def score(model: Any) -> dict[str, float]:
+        output = task.evaluate(model, tokenizer, renderer, sample, config.eval.batch_size)
+        return {k: float(v) for k, v in output.metrics.items() if isinstance(v, float)}
+
+    return score
 
 
 def _evaluate(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,21 @@ class MetricsLogger(TrainerCallback):
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
         if logs:
             self.write({"step": state.global_step, "epoch": state.epoch, **logs})
+
+
+class TaskMetric(TrainerCallback):
+    """Adds task metrics (e.g. macro-F1) to each evaluation, so early stopping and the best checkpoint
+    can follow what the task needs rather than the loss. Must come before EarlyStoppingCallback."""
+
+    def __init__(self, score: Callable[[Any], dict[str, float]], logger: MetricsLogger) -> None:
+        self.score, self.logger = score, logger
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, Any] | None = None, **kw: Any):
+        if metrics is None or kw.get("model") is None:
+            return
+        added = {f"eval_{name}": value for name, value in self.score(kw["model"]).items()}
+        metrics.update(added)  # the Trainer reads this same dict to pick the best checkpoint
+        self.logger.write({"step": state.global_step, **added})
 
 
 class DivergenceMonitor(TrainerCallback):

@@ -17,7 +17,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_
 from tunewise.config import Config
 from tunewise.data.encode import Encoded
 from tunewise.errors import ConfigError
-from tunewise.train.callbacks import DivergenceMonitor, MetricsLogger
+from tunewise.train.callbacks import DivergenceMonitor, MetricsLogger, TaskMetric
 from tunewise.train.collate import PaddingCollator
 
 LOWER_IS_BETTER = ("loss", "perplexity", "error")
@@ -117,6 +117,7 @@ def train(
     console: Console,
     collator: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]] | None = None,
     loss_fn: Callable[..., torch.Tensor] | None = None,
+    task_metric: Callable[[Any], dict[str, float]] | None = None,
 ) -> TrainResult:
     """Fine-tune `model` with LoRA. `collator` and `loss_fn` replace the padded defaults when given."""
     if not val_items:
@@ -129,6 +130,8 @@ def train(
     logger = MetricsLogger(run_dir / "metrics.jsonl")
     divergence = DivergenceMonitor(cfg.train.divergence_evals, logger, console)
     callbacks: list[Any] = [logger, divergence]
+    if task_metric is not None:
+        callbacks.insert(0, TaskMetric(task_metric, logger))
     if cfg.train.patience > 0:
         callbacks.append(EarlyStoppingCallback(cfg.train.patience, cfg.train.min_delta))
     trainer = Trainer(
