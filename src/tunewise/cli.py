@@ -43,10 +43,15 @@ def main(
     """tunewise: curate, fine-tune, evaluate."""
 
 
+AllowCode = Annotated[
+    bool, typer.Option("--allow-code-execution", help="let the code task run model-written programs (sandboxed)")
+]
+
+
 @app.command()
-def run(config: ConfigArg, overrides: OverridesArg = None) -> None:
+def run(config: ConfigArg, overrides: OverridesArg = None, allow_code_execution: AllowCode = False) -> None:
     """(Curate if configured,) evaluate the base model, fine-tune with LoRA, evaluate it, compare."""
-    _pipeline(config, overrides, do_train=True, do_eval=True)
+    _pipeline(config, _with_code_flag(overrides, allow_code_execution), do_train=True, do_eval=True)
 
 
 @app.command()
@@ -60,9 +65,14 @@ def evaluate(
     config: ConfigArg,
     overrides: OverridesArg = None,
     adapter: Annotated[Path | None, typer.Option(help="LoRA adapter directory (a run's adapter/)")] = None,
+    allow_code_execution: AllowCode = False,
 ) -> None:
     """Evaluate the base model and, with --adapter, the fine-tuned one on the same split."""
-    _pipeline(config, overrides, do_train=False, do_eval=True, adapter=adapter)
+    _pipeline(config, _with_code_flag(overrides, allow_code_execution), do_train=False, do_eval=True, adapter=adapter)
+
+
+def _with_code_flag(overrides: list[str] | None, allow: bool) -> list[str]:
+    return [*(overrides or []), *(["eval.allow_code_execution=true"] if allow else [])]
 
 
 @app.command("predict")

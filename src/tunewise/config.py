@@ -18,6 +18,7 @@ TASK_METRICS = {
     "summarization": ("rouge1", "rouge2", "rougeL"),
     "qa": ("exact_match", "f1"),
     "generation": ("sentence_chrf", "chrf", "bleu"),
+    "code": ("pass@1",),
     "perplexity": ("perplexity",),
 }
 TRAINING_METRICS = ("eval_loss", *sorted({f"eval_{m}" for names in TASK_METRICS.values() for m in names}))
@@ -119,12 +120,16 @@ class EvalConfig(Section):
     split: Literal["test", "val"] = "test"
     base: bool = Field(True, description="also evaluate the base model with the same prompt")
     batch_size: int = Field(16, gt=0)
-    task: Literal["auto", "classification", "summarization", "qa", "generation", "perplexity"] = Field(
+    task: Literal["auto", "classification", "summarization", "qa", "generation", "code", "perplexity"] = Field(
         "auto", description="auto: label likelihood for classification, chrF/BLEU on generated text otherwise"
     )
     max_new_tokens: int = Field(128, gt=0)
     stop: list[str] = Field(default_factory=list, description="generation stops at the first of these")
     perplexity: bool = Field(True, description="also report reference perplexity for generative tasks")
+    samples: int = Field(1, gt=0, description="code task: completions per problem (sampled when > 1)")
+    k: list[int] = Field(default_factory=lambda: [1], description="code task: report pass@k for these k")
+    timeout: float = Field(5.0, gt=0, description="code task: seconds per program")
+    allow_code_execution: bool = Field(False, description="code task: run generated code (CLI --allow-code-execution)")
 
 
 class OutputConfig(Section):
@@ -180,6 +185,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    if isinstance(raw.get("eval"), dict) and raw["eval"].get("allow_code_execution"):
+        raise ConfigError(f"{path}: eval.allow_code_execution is not a file setting; pass --allow-code-execution")
     for override in overrides or []:
         apply_override(raw, override)
     config = validate_config(raw, source=str(path))

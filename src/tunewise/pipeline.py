@@ -41,6 +41,7 @@ def run(
     splits = load_splits(config.data, config.train.seed)  # before the model: bad data fails in a second
     rejects_path = run_dir.write_rejects(splits.rejects)
     print_data_summary(console, splits, rejects_path)
+    task = task_for(config.data.kind, splits.labels, config.eval, config.train.max_length)
 
     with console.status(f"loading model {config.model.name} (the first GGUF load converts it, ~25 s)"):
         loaded = load_model(config.model)
@@ -49,7 +50,6 @@ def run(
         model = attach_adapter(model, adapter)
     renderers = prompt_variants(config, tokenizer, splits)
     renderer = renderers[DEFAULT_PROMPT]  # the prompt training uses
-    task = task_for(config.data.kind, splits.labels, config.eval, config.train.max_length)
     eval_records = splits.test if config.eval.split == "test" else splits.val
     results: dict[str, dict[str, Any]] = {}
     predictions: dict[str, list[dict[str, Any]]] = {}

@@ -116,4 +116,10 @@ def task_for(kind: str, labels: list[str], cfg: EvalConfig, max_length: int) -> 
         return ClassificationTask(labels)
     if name == "perplexity":
         return PerplexityTask(max_length)
+    if name == "code":
+        from tunewise.evaluate.code import CodeTask
+
+        if max(cfg.k) > cfg.samples:
+            raise ConfigError(f"eval.k: pass@{max(cfg.k)} needs eval.samples >= {max(cfg.k)}")
+        return CodeTask(cfg.max_new_tokens, list(cfg.stop), cfg.allow_code_execution, cfg.samples, cfg.k, cfg.timeout)
     return GenerativeTask(name, cfg.max_new_tokens, list(cfg.stop), max_length, cfg.perplexity)
