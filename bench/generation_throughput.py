@@ -12,22 +12,14 @@ import json
 import time
 from pathlib import Path
 
+from tweets import tweets  # bench/tweets.py: run as python bench/<name>.py
+
 from tunewise.config import ModelConfig, PromptConfig
-from tunewise.data.encode import encode_prompt, special_prefix
+from tunewise.data.encode import encode_prompts
 from tunewise.data.prompt import PromptRenderer
 from tunewise.data.records import Record
 from tunewise.evaluate.generate import generate
 from tunewise.models import load_model
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def tweets(n: int) -> list[str]:
-    for name in ("curated/test.jsonl", "raw.jsonl"):
-        path = ROOT / "examples" / "tweet-sentiment" / "data" / name
-        if path.is_file():
-            return [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines()[:n]]
-    return [f"Self-driving car number {i} took me home today and it was fine" for i in range(n)]
 
 
 def main() -> None:
@@ -44,9 +36,8 @@ def main() -> None:
     renderer = PromptRenderer(
         PromptConfig(template="Explain in one sentence how this tweet feels: {{ text }}"), "classification", tok, ["x"]
     )
-    prefix = special_prefix(tok)
     records = [Record("classification", {"text": t, "label": "x"}, "bench", i) for i, t in enumerate(tweets(args.n))]
-    prompts = [encode_prompt(tok, renderer.prompt(r), prefix) for r in records]
+    prompts = encode_prompts(tok, renderer, records)
     settings = {"max_new_tokens": args.max_new_tokens}
 
     generate(model, tok, prompts[:2], batch_size=2, **settings)  # warm-up

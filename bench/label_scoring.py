@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 
 import torch
+from tweets import tweets  # bench/tweets.py: run as python bench/<name>.py
 
 from tunewise.config import ModelConfig, PromptConfig
-from tunewise.data.encode import special_prefix
+from tunewise.data.encode import encode_prompts
 from tunewise.data.prompt import PromptRenderer
 from tunewise.data.records import Record
 from tunewise.evaluate.scoring import batches_by_length, choice_logprobs, right_pad
@@ -41,13 +42,6 @@ def naive_logprobs(model, prompts, choices, pad_id, batch_size) -> torch.Tensor:
     return scores
 
 
-def tweets(n: int) -> list[str]:
-    path = Path(__file__).resolve().parents[1] / "examples" / "tweet-sentiment" / "data" / "test.jsonl"
-    if path.is_file():
-        return [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines()[:n]]
-    return [f"Self-driving car number {i} took me home today and it was fine" for i in range(n)]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=96)
@@ -59,11 +53,10 @@ def main() -> None:
     loaded = load_model(ModelConfig(name=args.model))
     model, tok = loaded.model.eval(), loaded.tokenizer
     renderer = PromptRenderer(PromptConfig(template=TEMPLATE), "classification", tok, LABELS)
-    prefix = special_prefix(tok)
     records = [
         Record("classification", {"text": t, "label": "neutral"}, "bench", i) for i, t in enumerate(tweets(args.n))
     ]
-    prompts = [prefix + tok(renderer.prompt(r), add_special_tokens=False)["input_ids"] for r in records]
+    prompts = encode_prompts(tok, renderer, records)
     choices = [tok(renderer.answer(label), add_special_tokens=False)["input_ids"] for label in LABELS]
     pad = tok.pad_token_id
 

@@ -74,12 +74,12 @@ def run(
         differences = {}
         if "base" in results and "fine-tuned" in results:
             differences = task.compare(predictions["base"], predictions["fine-tuned"], seed=config.train.seed)
-        matrix = _matrix(task, results, predictions, config.train.seed)
         _write_eval(run_dir, task, config, eval_records, results, predictions, differences, train_summary, adapter)
         print_comparison(
             console, {k: results[k] for k in ("base", "fine-tuned") if k in results}, task.primary_metric, differences
         )
-        if len(results) > 2:
+        if len(results) > 2:  # prompt variants: every cell against the prompted base model
+            matrix = _matrix(task, results, predictions, config.train.seed)
             print_matrix(console, matrix, task.primary_metric)
             run_dir.write_json("eval_matrix.json", matrix)
     console.print(f"done in {time.time() - started:.0f} s; outputs in {run_dir.path}")

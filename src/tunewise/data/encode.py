@@ -36,6 +36,12 @@ def encode_prompt(tokenizer: Any, text: str, prefix: list[int]) -> list[int]:
     return prompt_prefix(tokenizer, text, prefix) + tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+def encode_prompts(tokenizer: Any, renderer: PromptRenderer, records: list[Record]) -> list[list[int]]:
+    """Every record's rendered prompt as token ids, ready for label scoring or generation."""
+    prefix = special_prefix(tokenizer)
+    return [encode_prompt(tokenizer, renderer.prompt(r), prefix) for r in records]
+
+
 def encode_segments(segments: list, tokenizer: Any, max_length: int, prefix: list[int]) -> Encoded:
     prefix = prompt_prefix(tokenizer, segments[0].text if segments else "", prefix)
     input_ids, labels = list(prefix), [IGNORE_INDEX] * len(prefix)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from math import comb
 from typing import Any
 
-from tunewise.data.encode import encode_prompt, special_prefix
+from tunewise.data.encode import encode_prompts
 from tunewise.errors import ConfigError
 from tunewise.evaluate.generate import generate
 from tunewise.evaluate.sandbox import run_program
@@ -54,8 +54,7 @@ class CodeTask:
         for record in records:
             if "test" not in record.extra or "entry_point" not in record.extra:
                 raise ConfigError(f"{record.where}: code records need 'test' and 'entry_point' fields")
-        prefix = special_prefix(tokenizer)
-        prompts = [encode_prompt(tokenizer, renderer.prompt(r), prefix) for r in records]
+        prompts = encode_prompts(tokenizer, renderer, records)
         completions = [
             generate(
                 model,

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tunewise.data.encode import encode_prompt, encode_records, special_prefix
+from tunewise.data.encode import encode_prompts, encode_records
 from tunewise.evaluate.generate import generate
 from tunewise.evaluate.metrics import perplexity_metrics
 from tunewise.evaluate.scoring import completion_nll
@@ -42,8 +42,7 @@ class GenerativeTask:
         from tunewise.evaluate.tasks import EvalOutput
 
         scorer, primary = SCORERS[self.name]
-        prefix = special_prefix(tokenizer)
-        prompts = [encode_prompt(tokenizer, renderer.prompt(r), prefix) for r in records]
+        prompts = encode_prompts(tokenizer, renderer, records)
         outputs = generate(
             model,
             tokenizer,

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tunewise.config import Config
-from tunewise.data.encode import encode_prompt, special_prefix
+from tunewise.data.encode import encode_prompts
 from tunewise.data.prompt import PromptRenderer
 from tunewise.data.splits import load_file
 from tunewise.errors import ConfigError
@@ -45,8 +45,7 @@ def predict(config: Config, input_path: Path, output_path: Path, adapter: Path |
                 for row in scores
             ]
         else:
-            prefix = special_prefix(tokenizer)
-            prompts = [encode_prompt(tokenizer, renderer.prompt(r), prefix) for r in records]
+            prompts = encode_prompts(tokenizer, renderer, records)
             texts = generate(
                 model,
                 tokenizer,

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from rich.progress import Progress
 
 from tunewise.config import EvalConfig
-from tunewise.data.encode import encode_prompt, encode_records, special_prefix
+from tunewise.data.encode import encode_prompts, encode_records
 from tunewise.data.prompt import PromptRenderer
 from tunewise.data.records import Record
 from tunewise.errors import ConfigError
@@ -51,9 +51,8 @@ class ClassificationTask:
 
     def score(self, model, tokenizer, renderer, records, batch_size, progress=None, description=""):
         """Log-likelihood of each label's answer text after each record's prompt: [records, labels]."""
-        prefix = special_prefix(tokenizer)
         encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-        prompts = [encode_prompt(tokenizer, renderer.prompt(r), prefix) for r in records]
+        prompts = encode_prompts(tokenizer, renderer, records)
         choices = [encode(renderer.answer(label)) for label in self.labels]
         pad = tokenizer.pad_token_id
         return choice_logprobs(model, prompts, choices, pad, batch_size, progress, description or "scoring labels")
