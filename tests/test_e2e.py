@@ -212,3 +212,15 @@ def test_early_stopping_on_a_task_metric_scored_during_training(write_config, tm
 def test_task_metric_of_another_task_is_refused(write_config):
     result = runner.invoke(app, ["train", str(write_config(train={"metric": "rougeL"}))])
     assert result.exit_code == 2 and "not a metric of the classification task" in result.output
+
+
+def test_classification_by_generated_answer_and_label_parsing(write_config, tmp_path: Path):
+    config = write_config(train={"max_steps": 2}, eval={"label_mode": "generate", "max_new_tokens": 4})
+    result = _invoke("run", config)
+    assert result.exit_code == 0, result.output
+    run = _only_run(tmp_path / "runs")
+    report = json.loads((run / "eval.json").read_text())
+    for metrics in report["models"].values():
+        assert 0 <= metrics["unparsed"] <= metrics["n"] == 30 and 0 <= metrics["macro_f1"] <= 1
+    first = json.loads((run / "predictions.jsonl").read_text().splitlines()[0])
+    assert "output" in first and first["pred"] in {"negative", "neutral", "positive", "(unparsed)"}

@@ -28,6 +28,7 @@ def test_cached_batched_choice_scores_equal_one_forward_per_choice(model):
     assert torch.allclose(scores, expected, atol=1e-4), (scores, expected)
 
 
+@torch.no_grad()
 def test_completion_nll_counts_only_answer_tokens(model):
     items = [Encoded([5, 6, 7, 8], [-100, -100, 7, 8], False), Encoded([9, 10, 11], [-100, 10, 11], False)]
     total, count = completion_nll(model, items, pad_id=0, batch_size=2)

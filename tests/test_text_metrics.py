@@ -64,3 +64,22 @@ def test_macro_f1_difference_is_paired_on_examples():
 def test_rouge_scores_non_latin_scripts():
     assert rouge(["привет мир"], ["привет мир"])["rouge1"] == 1.0
     assert rouge(["привет мир"], ["пока мир"])["rouge1"] == pytest.approx(0.5)
+
+
+def test_label_parsing_from_free_text():
+    from tunewise.evaluate.tasks import parse_label
+
+    labels = ["negative", "neutral", "positive", "very positive"]
+    assert parse_label("The sentiment is Positive.", labels) == "positive"
+    assert parse_label("Neutral, maybe negative", labels) == "neutral"  # the first one named
+    assert parse_label("very positive indeed", labels) == "very positive"  # longer label at the same place
+    assert parse_label("nonnegative numbers", labels) is None  # whole words only
+    assert parse_label("I cannot tell", labels) is None
+
+
+def test_unparsed_answers_count_as_errors_in_macro_f1():
+    gold = ["a", "b", "a", "b"]
+    pred = ["a", "(unparsed)", "a", "b"]
+    expected = f1_score(gold, pred, labels=["a", "b"], average="macro", zero_division=0)
+    diff = macro_f1_difference(gold, gold, pred, ["a", "b"], resamples=50)
+    assert diff.delta == pytest.approx(expected - 1.0)

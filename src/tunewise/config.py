@@ -124,6 +124,9 @@ class EvalConfig(Section):
         "auto", description="auto: label likelihood for classification, chrF/BLEU on generated text otherwise"
     )
     max_new_tokens: int = Field(128, gt=0)
+    label_mode: Literal["likelihood", "generate"] = Field(
+        "likelihood", description="classification: score each label, or generate freely and parse the label"
+    )
     stop: list[str] = Field(default_factory=list, description="generation stops at the first of these")
     perplexity: bool = Field(True, description="also report reference perplexity for generative tasks")
     samples: int = Field(1, gt=0, description="code task: completions per problem (sampled when > 1)")

@@ -59,21 +59,28 @@ def mean_difference(scores_a: list[float], scores_b: list[float], **kw) -> Diffe
     return paired_bootstrap(lambda idx: (float(a[idx].mean()), float(b[idx].mean())), len(a), **kw)
 
 
-def macro_f1_from_indices(gold: np.ndarray, pred: np.ndarray, n_labels: int) -> float:
-    """Macro-F1 over label ids from one confusion matrix: fast enough to recompute per resample."""
+def macro_f1_from_indices(gold: np.ndarray, pred: np.ndarray, n_labels: int, n_scored: int | None = None) -> float:
+    """Macro-F1 over label ids from one confusion matrix: fast enough to recompute per resample.
+    Ids from `n_scored` on (e.g. an unparsed answer) count as errors but get no F1 of their own."""
     matrix = np.bincount(gold * n_labels + pred, minlength=n_labels * n_labels).reshape(n_labels, n_labels)
     tp = np.diag(matrix).astype(float)
     denominator = matrix.sum(0) + matrix.sum(1)
     f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
-    return float(f1.mean())
+    return float(f1[: n_scored or n_labels].mean())
 
 
 def macro_f1_difference(gold: list[str], pred_a: list[str], pred_b: list[str], labels: list[str], **kw) -> Difference:
     index = {label: i for i, label in enumerate(labels)}
+    other = len(labels)  # any prediction outside the label set (an unparsed answer)
     g = np.array([index[x] for x in gold])
-    a = np.array([index[x] for x in pred_a])
-    b = np.array([index[x] for x in pred_b])
-    k = len(labels)
+    a = np.array([index.get(x, other) for x in pred_a])
+    b = np.array([index.get(x, other) for x in pred_b])
+    k, scored = len(labels) + 1, len(labels)
     return paired_bootstrap(
-        lambda idx: (macro_f1_from_indices(g[idx], a[idx], k), macro_f1_from_indices(g[idx], b[idx], k)), len(g), **kw
+        lambda idx: (
+            macro_f1_from_indices(g[idx], a[idx], k, scored),
+            macro_f1_from_indices(g[idx], b[idx], k, scored),
+        ),
+        len(g),
+        **kw,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -12,6 +13,7 @@ from tunewise.data.encode import encode_prompts, encode_records
 from tunewise.data.prompt import PromptRenderer
 from tunewise.data.records import Record
 from tunewise.errors import ConfigError
+from tunewise.evaluate.generate import generate
 from tunewise.evaluate.metrics import classification_metrics, perplexity_metrics
 from tunewise.evaluate.scoring import choice_logprobs, completion_nll
 from tunewise.evaluate.stats import Difference, macro_f1_difference, mean_difference
@@ -43,9 +45,12 @@ class EvalTask(Protocol):
 
 @dataclass
 class ClassificationTask:
-    """Picks the label whose answer text the model finds most likely: no free-text parsing to go wrong."""
+    """By default picks the label whose answer the model finds most likely (no free-text parsing to go
+    wrong); `mode="generate"` lets the model answer freely and parses the first label it names."""
 
     labels: list[str]
+    mode: str = "likelihood"
+    max_new_tokens: int = 16
     name: str = "classification"
     primary_metric: str = "macro_f1"
 
@@ -58,9 +63,13 @@ class ClassificationTask:
         return choice_logprobs(model, prompts, choices, pad, batch_size, progress, description or "scoring labels")
 
     def evaluate(self, model, tokenizer, renderer, records, batch_size, progress=None, description=""):
+        gold = [str(r.fields["label"]) for r in records]
+        if self.mode == "generate":
+            return self._evaluate_generated(
+                model, tokenizer, renderer, records, gold, batch_size, progress, description
+            )
         scores = self.score(model, tokenizer, renderer, records, batch_size, progress, description)
         predicted = [self.labels[i] for i in scores.argmax(dim=1).tolist()]
-        gold = [str(r.fields["label"]) for r in records]
         predictions = [
             {
                 "source": r.where,
@@ -72,6 +81,26 @@ class ClassificationTask:
         ]
         return EvalOutput(classification_metrics(gold, predicted, self.labels), predictions)
 
+    def _evaluate_generated(self, model, tokenizer, renderer, records, gold, batch_size, progress, description):
+        prompts = encode_prompts(tokenizer, renderer, records)
+        outputs = generate(
+            model,
+            tokenizer,
+            prompts,
+            self.max_new_tokens,
+            batch_size,
+            progress=progress,
+            description=description or "generating labels",
+        )
+        predicted = [parse_label(text, self.labels) or UNPARSED for text in outputs]
+        predictions = [
+            {"source": r.where, "gold": g, "pred": p, "output": o}
+            for r, g, p, o in zip(records, gold, predicted, outputs, strict=True)
+        ]
+        metrics = classification_metrics(gold, predicted, self.labels)
+        metrics["unparsed"] = predicted.count(UNPARSED)
+        return EvalOutput(metrics, predictions)
+
     def compare(self, a: list[dict[str, Any]], b: list[dict[str, Any]], seed: int = 0) -> dict[str, Difference]:
         """Paired bootstrap of b - a on the same examples: macro-F1 and accuracy."""
         gold = [p["gold"] for p in a]
@@ -82,6 +111,20 @@ class ClassificationTask:
             "macro_f1": macro_f1_difference(gold, pred_a, pred_b, self.labels, seed=seed),
             "accuracy": mean_difference(correct_a, correct_b, seed=seed),
         }
+
+
+UNPARSED = "(unparsed)"  # a free-form answer that names no label: always wrong
+
+
+def parse_label(text: str, labels: list[str]) -> str | None:
+    """The label the answer names first (whole words, any case); longer labels win ties ("very good")."""
+    lowered = text.casefold()
+    found = []
+    for label in labels:
+        match = re.search(rf"(?<!\w){re.escape(label.casefold())}(?!\w)", lowered)
+        if match:
+            found.append((match.start(), -len(label), label))
+    return min(found)[2] if found else None
 
 
 @dataclass
@@ -112,7 +155,7 @@ def task_for(kind: str, labels: list[str], cfg: EvalConfig, max_length: int) -> 
     if name == "classification":
         if kind != "classification":
             raise ConfigError(f"eval.task: classification needs data.kind: classification (got {kind})")
-        return ClassificationTask(labels)
+        return ClassificationTask(labels, cfg.label_mode, cfg.max_new_tokens)
     if name == "perplexity":
         return PerplexityTask(max_length)
     if name == "code":
