@@ -7,9 +7,8 @@ from dataclasses import dataclass, field
 from math import comb
 from typing import Any
 
-from tunewise.data.encode import encode_prompts
 from tunewise.errors import ConfigError
-from tunewise.evaluate.generate import generate
+from tunewise.evaluate.generate import generate_answers
 from tunewise.evaluate.sandbox import run_program
 from tunewise.evaluate.stats import Difference, mean_difference
 
@@ -54,12 +53,12 @@ class CodeTask:
         for record in records:
             if "test" not in record.extra or "entry_point" not in record.extra:
                 raise ConfigError(f"{record.where}: code records need 'test' and 'entry_point' fields")
-        prompts = encode_prompts(tokenizer, renderer, records)
         completions = [
-            generate(
+            generate_answers(
                 model,
                 tokenizer,
-                prompts,
+                renderer,
+                records,
                 self.max_new_tokens,
                 batch_size,
                 self.stop,

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from rich.progress import Progress
 
+from tunewise.data.encode import encode_prompts
 from tunewise.evaluate.scoring import batches_by_length, left_pad
 
 
@@ -55,6 +56,21 @@ def generate(
         if progress is not None and task is not None:
             progress.advance(task, len(index))
     return outputs
+
+
+def generate_answers(
+    model: Any,
+    tokenizer: Any,
+    renderer: Any,
+    records: list,
+    max_new_tokens: int,
+    batch_size: int,
+    stop: list[str] | None = None,
+    **kwargs: Any,
+) -> list[str]:
+    """The model's answers to the records' rendered prompts (the same rendering as training)."""
+    prompts = encode_prompts(tokenizer, renderer, records)
+    return generate(model, tokenizer, prompts, max_new_tokens, batch_size, stop, **kwargs)
 
 
 def cut_at_stop(text: str, stop: list[str]) -> str:

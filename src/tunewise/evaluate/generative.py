@@ -6,8 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tunewise.data.encode import encode_prompts, encode_records
-from tunewise.evaluate.generate import generate
+from tunewise.data.encode import encode_records
+from tunewise.evaluate.generate import generate_answers
 from tunewise.evaluate.metrics import perplexity_metrics
 from tunewise.evaluate.scoring import completion_nll
 from tunewise.evaluate.stats import Difference, mean_difference
@@ -42,11 +42,11 @@ class GenerativeTask:
         from tunewise.evaluate.tasks import EvalOutput
 
         scorer, primary = SCORERS[self.name]
-        prompts = encode_prompts(tokenizer, renderer, records)
-        outputs = generate(
+        outputs = generate_answers(
             model,
             tokenizer,
-            prompts,
+            renderer,
+            records,
             self.max_new_tokens,
             batch_size,
             self.stop,

@@ -9,11 +9,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tunewise.config import Config
-from tunewise.data.encode import encode_prompts
 from tunewise.data.prompt import PromptRenderer
 from tunewise.data.splits import load_file
 from tunewise.errors import ConfigError
-from tunewise.evaluate.generate import generate
+from tunewise.evaluate.generate import generate_answers
 from tunewise.evaluate.tasks import ClassificationTask
 
 
@@ -45,11 +44,11 @@ def predict(config: Config, input_path: Path, output_path: Path, adapter: Path |
                 for row in scores
             ]
         else:
-            prompts = encode_prompts(tokenizer, renderer, records)
-            texts = generate(
+            texts = generate_answers(
                 model,
                 tokenizer,
-                prompts,
+                renderer,
+                records,
                 config.eval.max_new_tokens,
                 config.eval.batch_size,
                 config.eval.stop,

@@ -13,7 +13,7 @@ from tunewise.data.encode import encode_prompts, encode_records
 from tunewise.data.prompt import PromptRenderer
 from tunewise.data.records import Record
 from tunewise.errors import ConfigError
-from tunewise.evaluate.generate import generate
+from tunewise.evaluate.generate import generate_answers
 from tunewise.evaluate.metrics import classification_metrics, perplexity_metrics
 from tunewise.evaluate.scoring import choice_logprobs, completion_nll
 from tunewise.evaluate.stats import Difference, macro_f1_difference, mean_difference
@@ -82,11 +82,11 @@ class ClassificationTask:
         return EvalOutput(classification_metrics(gold, predicted, self.labels), predictions)
 
     def _evaluate_generated(self, model, tokenizer, renderer, records, gold, batch_size, progress, description):
-        prompts = encode_prompts(tokenizer, renderer, records)
-        outputs = generate(
+        outputs = generate_answers(
             model,
             tokenizer,
-            prompts,
+            renderer,
+            records,
             self.max_new_tokens,
             batch_size,
             progress=progress,
