@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,7 +136,3 @@ def _cap(records: list[Record], limit: int | None, rng: random.Random) -> list[R
         return records
     picked = rng.sample(range(len(records)), limit)
     return [records[i] for i in sorted(picked)]
-
-
-def label_counts(records: list[Record]) -> Counter[str]:
-    return Counter(str(r.fields.get("label")) for r in records)

@@ -144,9 +144,6 @@ class PerplexityTask:
         return {}  # corpus perplexity has no per-example scores to resample here
 
 
-TASK_NAMES = ("classification", "summarization", "qa", "generation", "perplexity")
-
-
 def task_for(kind: str, labels: list[str], cfg: EvalConfig, max_length: int) -> EvalTask:
     """`eval.task: auto` scores classification by label likelihood and other kinds on generated text."""
     from tunewise.evaluate.generative import GenerativeTask
