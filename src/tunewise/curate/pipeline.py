@@ -108,7 +108,7 @@ def run_steps(
                         None,
                         verdict.drop,
                         stage=step.name,
-                        raw=record_row(record),
+                        raw=record.to_row(),
                         category=category,
                     )
                 )
@@ -129,11 +129,6 @@ def replace_stage(reject: Reject, stage: str) -> Reject:
     return replace(reject, stage=stage)
 
 
-def record_row(record: Record) -> dict[str, Any]:
-    """The record as a JSONL row with canonical field names (extra columns kept, split dropped)."""
-    return {**{k: v for k, v in record.extra.items() if k != "split"}, **record.fields}
-
-
 def write_splits(
     result: CurationResult, output: Path, given: list[Record] = (), given_rejects: list[Reject] = ()
 ) -> dict[str, Path]:
@@ -148,7 +143,7 @@ def write_splits(
         path = output / f"{split}.jsonl"
         with path.open("w", encoding="utf-8") as fh:
             for record in by_split.get(split, []):
-                fh.write(json.dumps(record_row(record), ensure_ascii=False, default=str) + "\n")
+                fh.write(json.dumps(record.to_row(), ensure_ascii=False, default=str) + "\n")
         paths[split] = path
     with (output / "rejects.jsonl").open("w", encoding="utf-8") as fh:
         for reject in [*result.rejects, *given_rejects]:

@@ -18,7 +18,7 @@ from tunewise.curate.settings import (
     QualityStep,
     ValidateStep,
 )
-from tunewise.data.records import TEXT_FIELDS, Record
+from tunewise.data.records import ANSWER_FIELDS, TEXT_FIELDS, Record
 from tunewise.errors import ConfigError
 
 
@@ -87,9 +87,6 @@ def _tidy_line(line: str) -> str:
     return line[: len(line) - len(body)] + " ".join(body.split())
 
 
-ANSWER_FIELDS = {"completion", "output"}
-
-
 def map_text(record: Record, fn: Callable[[str], str], answers: bool = True) -> Record:
     """The record with `fn` applied to its text fields (answers too if asked); the same object if unchanged."""
     fields: dict[str, Any] = dict(record.fields)
@@ -100,7 +97,7 @@ def map_text(record: Record, fn: Callable[[str], str], answers: bool = True) -> 
         ]
     else:
         for name in TEXT_FIELDS[record.kind]:
-            if isinstance(fields.get(name), str) and (answers or name not in ANSWER_FIELDS):
+            if isinstance(fields.get(name), str) and (answers or name != ANSWER_FIELDS.get(record.kind)):
                 fields[name] = fn(fields[name])
     return record if fields == dict(record.fields) else replace(record, fields=fields)
 

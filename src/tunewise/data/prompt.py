@@ -9,7 +9,7 @@ from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from tunewise.config import PromptSettings
-from tunewise.data.records import Record
+from tunewise.data.records import ANSWER_FIELDS, Record
 from tunewise.errors import ConfigError, TunewiseError
 
 DEFAULT_TEMPLATES = {
@@ -18,7 +18,6 @@ DEFAULT_TEMPLATES = {
     "alpaca": "{{ instruction }}{% if input %}\n\n{{ input }}{% endif %}",
     "chat": "",
 }
-TARGET_FIELD = {"classification": "label", "completion": "completion", "alpaca": "output"}
 _SENTINEL = "\x00TUNEWISE-ANSWER\x00"
 
 
@@ -88,7 +87,7 @@ class PromptRenderer:
         """The reference answer: for chat, the last assistant turn (the one `prompt` leads up to)."""
         if self.kind == "chat":
             return next(m["content"] for m in reversed(record.fields["messages"]) if m["role"] == "assistant")
-        return str(record.fields[TARGET_FIELD[self.kind]])
+        return str(record.fields[ANSWER_FIELDS[self.kind]])
 
     def segments(self, record: Record) -> list[Segment]:
         if self.kind != "chat":

@@ -43,6 +43,10 @@ class Record:
             return "\n".join(m["content"] for m in self.fields["messages"])
         return "\n".join(str(self.fields[name]) for name in TEXT_FIELDS[self.kind] if self.fields.get(name))
 
+    def to_row(self) -> dict[str, Any]:
+        """The record as a file row with canonical field names (extra columns kept, split dropped)."""
+        return {**{k: v for k, v in self.extra.items() if k != "split"}, **self.fields}
+
     @property
     def label(self) -> str | None:
         return str(self.fields["label"]) if self.kind == "classification" else None

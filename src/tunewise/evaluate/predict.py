@@ -59,7 +59,7 @@ def predict(config: Config, input_path: Path, output_path: Path, adapter: Path |
     output_path.parent.mkdir(parents=True, exist_ok=True)
     with output_path.open("w", encoding="utf-8") as fh:
         for record, output in zip(records, outputs, strict=True):
-            row = {"source": record.where, **record.extra, **record.fields, **output}
+            row = {"source": record.where, **record.to_row(), **output}
             fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
     if rejects:
         rejects_path = output_path.with_suffix(".rejects.jsonl")
