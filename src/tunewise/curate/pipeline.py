@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from tunewise.curate.dedup import Decontaminate, NearDedup, SemanticDedup
 from tunewise.curate.select_steps import Balance, LabelErrors, Relevance, Split
 from tunewise.curate.settings import CurateConfig, StepSettings
 from tunewise.curate.text_steps import Confidence, Conflicts, ExactDedup, Normalize, Quality, Validate
+from tunewise.data.jsonl import write_jsonl
 from tunewise.data.records import Record, Reject
 from tunewise.errors import TunewiseError
 
@@ -141,11 +141,7 @@ def write_splits(
         if split not in by_split and split != "train":
             continue
         path = output / f"{split}.jsonl"
-        with path.open("w", encoding="utf-8") as fh:
-            for record in by_split.get(split, []):
-                fh.write(json.dumps(record.to_row(), ensure_ascii=False, default=str) + "\n")
+        write_jsonl(path, (record.to_row() for record in by_split.get(split, [])))
         paths[split] = path
-    with (output / "rejects.jsonl").open("w", encoding="utf-8") as fh:
-        for reject in [*result.rejects, *given_rejects]:
-            fh.write(json.dumps(reject.to_json(), ensure_ascii=False, default=str) + "\n")
+    write_jsonl(output / "rejects.jsonl", (reject.to_json() for reject in [*result.rejects, *given_rejects]))
     return paths

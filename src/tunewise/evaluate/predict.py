@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tunewise.config import Config
+from tunewise.data.jsonl import write_jsonl
 from tunewise.data.prompt import PromptRenderer
 from tunewise.data.splits import load_file
 from tunewise.errors import ConfigError
@@ -57,15 +57,11 @@ def predict(config: Config, input_path: Path, output_path: Path, adapter: Path |
             )
             outputs = [{"prediction": text} for text in texts]
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    with output_path.open("w", encoding="utf-8") as fh:
-        for record, output in zip(records, outputs, strict=True):
-            row = {"source": record.where, **record.to_row(), **output}
-            fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+    rows = ({"source": r.where, **r.to_row(), **output} for r, output in zip(records, outputs, strict=True))
+    write_jsonl(output_path, rows)
     if rejects:
         rejects_path = output_path.with_suffix(".rejects.jsonl")
-        with rejects_path.open("w", encoding="utf-8") as fh:
-            for reject in rejects:
-                fh.write(json.dumps(reject.to_json(), ensure_ascii=False, default=str) + "\n")
+        write_jsonl(rejects_path, (reject.to_json() for reject in rejects))
         console.print(f"[yellow]{len(rejects)} of {total} input rows rejected; reasons in {rejects_path}[/]")
     console.print(f"{len(records)} predictions -> {output_path}")
     return output_path

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tunewise.config import Config, dump_config
+from tunewise.data.jsonl import write_jsonl
 from tunewise.data.records import Reject
 
 
@@ -25,11 +26,7 @@ class RunDir:
         return target
 
     def write_jsonl(self, name: str, rows: list[dict[str, Any]], append: bool = False) -> Path:
-        target = self.path / name
-        with target.open("a" if append else "w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
-        return target
+        return write_jsonl(self.path / name, rows, append)
 
     def write_rejects(self, rejects: list[Reject]) -> Path | None:
         if not rejects:
