@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 from tunewise.cli import app
 from tunewise.config import load_config
 from tunewise.errors import ConfigError
-from tunewise.evaluate.code import build_program, pass_at_k
 from tunewise.evaluate.sandbox import run_program
+from tunewise.evaluate.tasks.code import build_program, pass_at_k
 
 
 def human_eval() -> list[dict]:

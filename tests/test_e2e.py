@@ -224,3 +224,29 @@ def test_classification_by_generated_answer_and_label_parsing(write_config, tmp_
         assert 0 <= metrics["unparsed"] <= metrics["n"] == 30 and 0 <= metrics["macro_f1"] <= 1
     first = json.loads((run / "predictions.jsonl").read_text().splitlines()[0])
     assert "output" in first and first["pred"] in {"negative", "neutral", "positive", "(unparsed)"}
+
+
+def test_eval_compares_several_adapters_with_the_prompted_base(write_config, tmp_path: Path):
+    for lr in (1e-3, 1e-9):
+        assert _invoke("train", write_config(train={"max_steps": 3, "lr": lr})).exit_code == 0
+    adapters = sorted((tmp_path / "runs").glob("*/adapter"))
+    assert len(adapters) == 2
+    config = write_config(output={"dir": str(tmp_path / "eval-runs")}, prompt={"variants": {"few": {"few_shot": 2}}})
+    result = _invoke("eval", config, "--adapter", adapters[0], "--adapter", adapters[1])
+    assert result.exit_code == 0, result.output
+    report = json.loads((_only_run(tmp_path / "eval-runs") / "eval.json").read_text())
+    names = [a.parent.name for a in adapters]
+    assert set(report["models"]) == {"base", "base · few"} | {n for n in names} | {f"{n} · few" for n in names}
+    assert report["adapters"] == {n: str(a) for n, a in zip(names, adapters, strict=True)}
+    scores = [report["models"][n]["macro_f1"] for n in names]
+    matrix = json.loads((_only_run(tmp_path / "eval-runs") / "eval_matrix.json").read_text())
+    assert [matrix["cells"][n]["macro_f1"] for n in names] == scores
+    assert all(
+        matrix["cells"][n]["vs_reference"]["ci_low"] <= matrix["cells"][n]["vs_reference"]["ci_high"] for n in names
+    )
+    # each cell really ran its own adapter: the lr=1e-9 one scores like the base model, the other does not
+    rows = [json.loads(line) for line in (_only_run(tmp_path / "eval-runs") / "predictions.jsonl").open()]
+    logprobs = {m: [r["logprobs"]["neutral"] for r in rows if r["model"] == m] for m in ("base", *names)}
+    trained, frozen = names  # run directories sort in creation order
+    assert max(abs(a - b) for a, b in zip(logprobs["base"], logprobs[frozen], strict=True)) < 1e-3
+    assert max(abs(a - b) for a, b in zip(logprobs["base"], logprobs[trained], strict=True)) > 1e-2

@@ -118,3 +118,13 @@ def test_few_shot_examples_come_before_the_question(tokenizer):
     plain_cfg = PromptConfig(template="Text: {{ text }}\nLabel:", chat_template=False, few_shot=1)
     plain = PromptRenderer(plain_cfg, "classification", tokenizer, ["negative"], shots).prompt(_record("ok"))
     assert plain == "Text: awful trip\nLabel: negative\n\nText: ok\nLabel:"
+
+
+def test_classification_shots_cover_the_labels_and_are_reproducible():
+    from tunewise.pipeline import draw_shots
+
+    train = [_record(f"bad {i}", "negative") for i in range(50)] + [_record("good", "positive")]
+    shots = draw_shots(train, 3, seed=1, labels=["negative", "positive"])
+    assert len(shots) == 3 and {s.label for s in shots} == {"negative", "positive"}  # random would miss "positive"
+    assert [s.text for s in shots] == [s.text for s in draw_shots(train, 3, seed=1, labels=["negative", "positive"])]
+    assert len(draw_shots(train[:2], 5, seed=1, labels=["negative", "positive"])) == 2

@@ -5,7 +5,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from tunewise.data.encode import Encoded
-from tunewise.evaluate.scoring import choice_logprobs, completion_nll
+from tunewise.evaluate.scoring import choice_logprobs, completion_nll, shared_prefix_length
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +26,31 @@ def test_cached_batched_choice_scores_equal_one_forward_per_choice(model):
     scores = choice_logprobs(model, prompts, choices, pad_id=0, batch_size=3)
     expected = torch.tensor([[_naive(model, p, c) for c in choices] for p in prompts])
     assert torch.allclose(scores, expected, atol=1e-4), (scores, expected)
+
+
+def test_shared_prefix_runs_once_and_scores_stay_exact(model):
+    """Few-shot prompts share system text and solved examples: its cache is reused, padding sits mid-row."""
+    prefix = list(range(30, 42))
+    tails = [[5, 6, 7, 8, 9], [12, 13], [14, 15, 16], [18], [19, 20, 21, 22]]
+    prompts = [prefix + t for t in tails]
+    choices = [[20], [21, 22, 23]]
+    assert shared_prefix_length(prompts) == len(prefix)
+    calls = []
+    hook = model.register_forward_pre_hook(lambda _m, _a, kw: calls.append(kw["input_ids"].shape), with_kwargs=True)
+    try:
+        scores = choice_logprobs(model, prompts, choices, pad_id=0, batch_size=2)
+    finally:
+        hook.remove()
+    assert calls[0] == (1, len(prefix))  # the prefix once, then only tails and choices
+    assert all(shape[1] <= max(map(len, tails)) for shape in calls[1:])
+    expected = torch.tensor([[_naive(model, p, c) for c in choices] for p in prompts])
+    assert torch.allclose(scores, expected, atol=1e-4), (scores, expected)
+
+
+def test_shared_prefix_leaves_every_prompt_a_token_and_ignores_short_overlaps():
+    assert shared_prefix_length([list(range(10)), list(range(10))]) == 9
+    assert shared_prefix_length([list(range(10)), list(range(5)) + [99] * 5]) == 0  # 5 < minimum worth sharing
+    assert shared_prefix_length([list(range(20))]) == 0
 
 
 @torch.no_grad()

@@ -64,11 +64,14 @@ def train(config: ConfigArg, overrides: OverridesArg = None) -> None:
 def evaluate(
     config: ConfigArg,
     overrides: OverridesArg = None,
-    adapter: Annotated[Path | None, typer.Option(help="LoRA adapter directory (a run's adapter/)")] = None,
+    adapter: Annotated[
+        list[Path] | None, typer.Option(help="LoRA adapter directory (a run's adapter/); repeat to compare several")
+    ] = None,
     allow_code_execution: AllowCode = False,
 ) -> None:
-    """Evaluate the base model and, with --adapter, the fine-tuned one on the same split."""
-    _pipeline(config, _with_code_flag(overrides, allow_code_execution), do_train=False, do_eval=True, adapter=adapter)
+    """Evaluate the base model and each --adapter on the same split, under every prompt variant."""
+    overrides = _with_code_flag(overrides, allow_code_execution)
+    _pipeline(config, overrides, do_train=False, do_eval=True, adapters=adapter or [])
 
 
 def _with_code_flag(overrides: list[str] | None, allow: bool) -> list[str]:

@@ -15,6 +15,7 @@ from tunewise.config import Config
 from tunewise.curate.runner import curate
 from tunewise.data.encode import encode_records
 from tunewise.data.prompt import PromptRenderer
+from tunewise.data.records import Record
 from tunewise.data.splits import DataSplits, load_splits
 from tunewise.errors import DataError, ModelLoadError
 from tunewise.evaluate.stats import Difference
@@ -30,7 +31,7 @@ def run(
     console: Console,
     do_train: bool = True,
     do_eval: bool = True,
-    adapter: Path | None = None,
+    adapters: list[Path] | None = None,
 ) -> RunDir:
     started = time.time()
     if config.curate is not None:
@@ -46,8 +47,9 @@ def run(
     with console.status(f"loading model {config.model.name} (the first GGUF load converts it, ~25 s)"):
         loaded = load_model(config.model)
     model, tokenizer = loaded.model, loaded.tokenizer
-    if adapter is not None:
-        model = attach_adapter(model, adapter)
+    adapter_cells = adapter_names(adapters or [])
+    for name, path in adapter_cells.items():
+        model = attach_adapter(model, path, name)
     renderers = prompt_variants(config, tokenizer, splits)
     renderer = renderers[DEFAULT_PROMPT]  # the prompt training uses
     eval_records = splits.test if config.eval.split == "test" else splits.val
@@ -62,19 +64,24 @@ def run(
             )
 
     if do_eval and config.eval.base:
-        with model.disable_adapter() if adapter is not None else nullcontext():
+        with model.disable_adapter() if adapter_cells else nullcontext():
             evaluate_all("base")
     train_summary: dict[str, Any] | None = None
     if do_train:
         model, train_summary = _train(model, tokenizer, config, splits, renderer, run_dir, console)
-    if do_eval and (do_train or adapter is not None):
+    if do_eval and do_train:
         evaluate_all("fine-tuned")
+    for name in adapter_cells if do_eval else ():
+        model.set_adapter(name)
+        evaluate_all(name)
 
     if results:
         differences = {}
         if "base" in results and "fine-tuned" in results:
             differences = task.compare(predictions["base"], predictions["fine-tuned"], seed=config.train.seed)
-        _write_eval(run_dir, task, config, eval_records, results, predictions, differences, train_summary, adapter)
+        _write_eval(
+            run_dir, task, config, eval_records, results, predictions, differences, train_summary, adapter_cells
+        )
         print_comparison(
             console, {k: results[k] for k in ("base", "fine-tuned") if k in results}, task.primary_metric, differences
         )
@@ -94,9 +101,30 @@ def prompt_variants(config: Config, tokenizer: Any, splits: DataSplits) -> dict[
     settings = {DEFAULT_PROMPT: config.prompt, **{n: config.prompt.variant(n) for n in config.prompt.variants}}
     renderers = {}
     for name, prompt in settings.items():
-        shots = random.Random(config.train.seed).sample(splits.train, min(prompt.few_shot, len(splits.train)))
+        shots = draw_shots(splits.train, prompt.few_shot, config.train.seed, splits.labels)
         renderers[name] = PromptRenderer(prompt, config.data.kind, tokenizer, splits.labels, shots)
     return renderers
+
+
+def draw_shots(train: list[Record], k: int, seed: int, labels: list[str]) -> list[Record]:
+    """k solved examples from train, the same for every question (so their KV cache is shared).
+
+    For classification they cycle through the labels, then are shuffled: random shots that happen to
+    share a label teach the base model that label, not the task (Zhao et al., 2021).
+    """
+    rng = random.Random(seed)
+    if not labels:
+        return rng.sample(train, min(k, len(train)))
+    pools = {label: [r for r in train if r.label == label] for label in labels}
+    for pool in pools.values():
+        rng.shuffle(pool)
+    shots: list[Record] = []
+    while len(shots) < min(k, len(train)):
+        for label in labels:
+            if pools[label] and len(shots) < k:
+                shots.append(pools[label].pop())
+    rng.shuffle(shots)
+    return shots
 
 
 def _matrix(task: EvalTask, results: dict[str, Any], predictions: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -234,14 +262,32 @@ def _evaluate(
     return output.metrics, output.predictions
 
 
-def attach_adapter(model: Any, adapter: Path) -> Any:
+def adapter_names(adapters: list[Path]) -> dict[str, Path]:
+    """Matrix cell names: one adapter is "fine-tuned"; several are named by their run directory."""
+    if len(adapters) == 1:
+        return {"fine-tuned": adapters[0]}
+    names: dict[str, Path] = {}
+    for path in adapters:
+        stem = path.resolve().parent.name if path.name == "adapter" else path.name
+        name, n = stem, 2
+        while name in names:
+            name, n = f"{stem}-{n}", n + 1
+        names[name] = path
+    return names
+
+
+def attach_adapter(model: Any, adapter: Path, name: str = "default") -> Any:
+    """Load a LoRA adapter (safetensors only); further adapters join the same PeftModel under their name."""
     from peft import PeftModel
 
     if not (adapter / "adapter_config.json").is_file():
         raise ModelLoadError(f"--adapter {adapter}: no adapter_config.json; pass the run's adapter/ directory")
     if not (adapter / "adapter_model.safetensors").is_file():
         raise ModelLoadError(f"--adapter {adapter}: no adapter_model.safetensors (only safetensors are loaded)")
-    return PeftModel.from_pretrained(model, str(adapter))
+    if isinstance(model, PeftModel):
+        model.load_adapter(str(adapter), adapter_name=name)
+        return model
+    return PeftModel.from_pretrained(model, str(adapter), adapter_name=name)
 
 
 def _write_eval(
@@ -253,7 +299,7 @@ def _write_eval(
     predictions: dict[str, list[dict[str, Any]]],
     differences: dict[str, Difference],
     train_summary: dict[str, Any] | None,
-    adapter: Path | None,
+    adapters: dict[str, Path],
 ) -> None:
     payload: dict[str, Any] = {
         "task": task.name,
@@ -269,8 +315,8 @@ def _write_eval(
         payload["differences"] = {name: d.to_json() for name, d in differences.items()}
     if train_summary:
         payload["train"] = train_summary
-    if adapter is not None:
-        payload["adapter"] = str(adapter)
+    if adapters:
+        payload["adapters"] = {name: str(path) for name, path in adapters.items()}
     run_dir.write_json("eval.json", payload)
     rows = []
     for name, preds in predictions.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,22 +24,33 @@ def choice_logprobs(
 ) -> torch.Tensor:
     """Sum of log p(choice tokens | prompt) for every prompt x choice, shape [n_prompts, n_choices].
 
-    Each prompt runs once; its KV cache is then shared by all choices, so scoring C labels costs
-    about one prompt pass instead of C. Prompts are left-padded so their last token lines up.
+    Tokens every prompt starts with (system prompt, instructions, few-shot examples) run once and
+    their KV cache is reused; each prompt's own tail then runs once and its cache is shared by all
+    choices. Scoring C labels with k shots thus costs about one zero-shot pass, not C x (k+1).
     """
     model.eval()
     n_choices = len(choices)
     scores = torch.empty(len(prompts), n_choices)
     choice_ids, choice_mask = right_pad(choices, pad_id)
+    shared = shared_prefix_length(prompts)
+    prefix_cache = model(input_ids=torch.tensor([prompts[0][:shared]]), use_cache=True).cache if shared else None
+    tails = [p[shared:] for p in prompts]
     task = progress.add_task(description, total=len(prompts)) if progress else None
-    for index in batches_by_length(prompts, batch_size):
-        ids, mask = left_pad([prompts[i] for i in index], pad_id)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+    for index in batches_by_length(tails, batch_size):
+        batch = len(index)
+        ids, mask = left_pad([tails[i] for i in index], pad_id)
+        positions = shared + (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = None
+        if prefix_cache is not None:
+            cache = copy.deepcopy(prefix_cache)
+            cache.batch_repeat_interleave(batch)
+            mask = torch.cat([torch.ones(batch, shared, dtype=mask.dtype), mask], dim=1)
+        out = model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1
+        )
         first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # [B, V]
         cache = out.cache
         cache.batch_repeat_interleave(n_choices)
-        batch = len(index)
         cont_ids = choice_ids.repeat(batch, 1)
         cont_mask = torch.cat([mask.repeat_interleave(n_choices, 0), choice_mask.repeat(batch, 1)], dim=1)
         cont_pos = positions[:, -1:].repeat_interleave(n_choices, 0) + 1 + torch.arange(choice_ids.shape[1])
@@ -55,6 +67,19 @@ def choice_logprobs(
         if progress is not None and task is not None:
             progress.advance(task, batch)
     return scores
+
+
+MIN_SHARED_PREFIX = 8  # below this, copying the prefix cache costs about what it saves
+
+
+def shared_prefix_length(prompts: list[list[int]]) -> int:
+    """How many leading tokens all prompts have in common, leaving each at least one token of its own."""
+    if len(prompts) < 2:
+        return 0
+    first, length = prompts[0], min(len(p) for p in prompts) - 1
+    for prompt in prompts[1:]:
+        length = next((i for i in range(length) if prompt[i] != first[i]), length)
+    return length if length >= MIN_SHARED_PREFIX else 0
 
 
 @torch.no_grad()

@@ -11,6 +11,7 @@ from tunewise.evaluate.generate import generate_answers
 from tunewise.evaluate.metrics import perplexity_metrics
 from tunewise.evaluate.scoring import completion_nll
 from tunewise.evaluate.stats import Difference, mean_difference
+from tunewise.evaluate.tasks.base import EvalOutput
 from tunewise.evaluate.text_metrics import chrf_bleu, qa_scores, rouge
 
 
@@ -39,7 +40,6 @@ class GenerativeTask:
         return SCORERS[self.name][1]
 
     def evaluate(self, model, tokenizer, renderer, records, batch_size, progress=None, description=""):
-        from tunewise.evaluate.tasks import EvalOutput
 
         scorer, primary = SCORERS[self.name]
         outputs = generate_answers(

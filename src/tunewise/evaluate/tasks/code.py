@@ -11,6 +11,7 @@ from tunewise.errors import ConfigError
 from tunewise.evaluate.generate import generate_answers
 from tunewise.evaluate.sandbox import run_program
 from tunewise.evaluate.stats import Difference, mean_difference
+from tunewise.evaluate.tasks.base import EvalOutput
 
 _FENCE = re.compile(r"```(?:python|py)?\n(.*?)(?:```|$)", re.DOTALL)
 
@@ -48,7 +49,6 @@ class CodeTask:
             raise ConfigError("the code task runs model-written programs: pass --allow-code-execution to allow it")
 
     def evaluate(self, model, tokenizer, renderer, records, batch_size, progress=None, description=""):
-        from tunewise.evaluate.tasks import EvalOutput
 
         for record in records:
             if "test" not in record.extra or "entry_point" not in record.extra:

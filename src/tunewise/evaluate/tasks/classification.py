@@ -1,46 +1,17 @@
-"""Evaluation tasks: the records to score plus how to ask the model and how to score its answers."""
+"""Classification: label log-likelihood scoring (default) or free generation with label parsing."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
-from rich.progress import Progress
-
-from tunewise.config import EvalConfig
-from tunewise.data.encode import encode_prompts, encode_records
-from tunewise.data.prompt import PromptRenderer
-from tunewise.data.records import Record
-from tunewise.errors import ConfigError
+from tunewise.data.encode import encode_prompts
 from tunewise.evaluate.generate import generate_answers
-from tunewise.evaluate.metrics import classification_metrics, perplexity_metrics
-from tunewise.evaluate.scoring import choice_logprobs, completion_nll
+from tunewise.evaluate.metrics import classification_metrics
+from tunewise.evaluate.scoring import choice_logprobs
 from tunewise.evaluate.stats import Difference, macro_f1_difference, mean_difference
-
-
-@dataclass
-class EvalOutput:
-    metrics: dict[str, Any]
-    predictions: list[dict[str, Any]] = field(default_factory=list)
-
-
-class EvalTask(Protocol):
-    name: str
-    primary_metric: str
-
-    def evaluate(
-        self,
-        model: Any,
-        tokenizer: Any,
-        renderer: PromptRenderer,
-        records: list[Record],
-        batch_size: int,
-        progress: Progress | None = None,
-        description: str = "",
-    ) -> EvalOutput: ...
-
-    def compare(self, a: list[dict[str, Any]], b: list[dict[str, Any]], seed: int = 0) -> dict[str, Difference]: ...
+from tunewise.evaluate.tasks.base import EvalOutput
 
 
 @dataclass
@@ -125,40 +96,3 @@ def parse_label(text: str, labels: list[str]) -> str | None:
         if match:
             found.append((match.start(), -len(label), label))
     return min(found)[2] if found else None
-
-
-@dataclass
-class PerplexityTask:
-    """Perplexity of the reference answers: a fluency figure, never the only one a task should report."""
-
-    max_length: int
-    name: str = "perplexity"
-    primary_metric: str = "perplexity"
-
-    def evaluate(self, model, tokenizer, renderer, records, batch_size, progress=None, description=""):
-        items, _ = encode_records(records, renderer, tokenizer, self.max_length)
-        total, count = completion_nll(model, items, tokenizer.pad_token_id, batch_size)
-        return EvalOutput(perplexity_metrics(total, count))
-
-    def compare(self, a: list[dict[str, Any]], b: list[dict[str, Any]], seed: int = 0) -> dict[str, Difference]:
-        return {}  # corpus perplexity has no per-example scores to resample here
-
-
-def task_for(kind: str, labels: list[str], cfg: EvalConfig, max_length: int) -> EvalTask:
-    """`eval.task: auto` scores classification by label likelihood and other kinds on generated text."""
-    from tunewise.evaluate.generative import GenerativeTask
-
-    name = cfg.task if cfg.task != "auto" else ("classification" if kind == "classification" else "generation")
-    if name == "classification":
-        if kind != "classification":
-            raise ConfigError(f"eval.task: classification needs data.kind: classification (got {kind})")
-        return ClassificationTask(labels, cfg.label_mode, cfg.max_new_tokens)
-    if name == "perplexity":
-        return PerplexityTask(max_length)
-    if name == "code":
-        from tunewise.evaluate.code import CodeTask
-
-        if max(cfg.k) > cfg.samples:
-            raise ConfigError(f"eval.k: pass@{max(cfg.k)} needs eval.samples >= {max(cfg.k)}")
-        return CodeTask(cfg.max_new_tokens, list(cfg.stop), cfg.allow_code_execution, cfg.samples, cfg.k, cfg.timeout)
-    return GenerativeTask(name, cfg.max_new_tokens, list(cfg.stop), max_length, cfg.perplexity)
