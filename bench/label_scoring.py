@@ -1,7 +1,8 @@
-"""Benchmark: label scoring with a shared prompt KV cache vs one full forward per (prompt, label).
+"""Benchmark: label scoring with a shared prompt KV cache vs one full forward per (prompt, label),
+and few-shot scoring with the shared few-shot prefix computed once vs with every prompt whole.
 
-Both score the same prompts and labels with the same model, batched the same way; the figure is
-the ratio of their wall times in one process, plus the largest difference between their scores.
+Each pair scores the same prompts and labels with the same model, batched the same way; the figures
+are the ratios of their wall times in one process, plus the largest difference between their scores.
 Usage: python bench/label_scoring.py [--n 96] [--batch-size 16] [--model smollm2-135m-instruct]
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import torch
 from tweets import tweets  # bench/tweets.py: run as python bench/<name>.py
 
+import tunewise.evaluate.scoring as scoring
 from tunewise.config import ModelConfig, PromptConfig
 from tunewise.data.encode import encode_prompts
 from tunewise.data.prompt import PromptRenderer
@@ -69,6 +71,7 @@ def main() -> None:
             results[name] = fn(model, prompts, choices, pad, args.batch_size)
             timings[name].append(time.perf_counter() - start)
     best = {k: min(v) for k, v in timings.items()}
+    few_shot = few_shot_timings(tok, model, records, choices, pad, args.batch_size)
     report = {
         "model": args.model,
         "n_prompts": len(prompts),
@@ -78,6 +81,7 @@ def main() -> None:
         "speedup_tunewise_over_naive": best["naive"] / best["tunewise"],
         "max_abs_score_difference": float((results["naive"] - results["tunewise"]).abs().max()),
         "same_predictions": bool((results["naive"].argmax(1) == results["tunewise"].argmax(1)).all()),
+        "few_shot": few_shot,
         "torch_threads": torch.get_num_threads(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -90,6 +94,37 @@ def main() -> None:
         f"speed-up {report['speedup_tunewise_over_naive']:.2f}x, max |Δ score| "
         f"{report['max_abs_score_difference']:.2e}, same predictions: {report['same_predictions']}"
     )
+    print(f"\n| 3-shot scoring | seconds, mean prompt {few_shot['mean_prompt_tokens']:.0f} tokens |")
+    print("|---|---|")
+    for name, seconds in few_shot["seconds"].items():
+        print(f"| {name} | {seconds:.2f} |")
+    print(f"speed-up {few_shot['speedup']:.2f}x, max |Δ score| {few_shot['max_abs_score_difference']:.2e}")
+
+
+def few_shot_timings(tok, model, records, choices, pad, batch_size) -> dict:
+    """3 solved tweets before each question: shared prefix computed once vs each prompt whole."""
+    shots = [Record("classification", {"text": r.text, "label": LABELS[i]}, "shot", i) for i, r in enumerate(records)]
+    renderer = PromptRenderer(PromptConfig(template=TEMPLATE, few_shot=3), "classification", tok, LABELS, shots[-3:])
+    prompts = encode_prompts(tok, renderer, records[:-3])
+    timings: dict[str, list[float]] = {"whole prompts": [], "shared prefix once": []}
+    results = {}
+    minimum = scoring.MIN_SHARED_PREFIX
+    for _ in range(2):
+        for name, shared_minimum in (("whole prompts", 10**9), ("shared prefix once", minimum)):
+            scoring.MIN_SHARED_PREFIX = shared_minimum
+            start = time.perf_counter()
+            results[name] = choice_logprobs(model, prompts, choices, pad, batch_size)
+            timings[name].append(time.perf_counter() - start)
+    scoring.MIN_SHARED_PREFIX = minimum
+    best = {k: min(v) for k, v in timings.items()}
+    return {
+        "n_prompts": len(prompts),
+        "mean_prompt_tokens": sum(map(len, prompts)) / len(prompts),
+        "shared_prefix_tokens": scoring.shared_prefix_length(prompts),
+        "seconds": best,
+        "speedup": best["whole prompts"] / best["shared prefix once"],
+        "max_abs_score_difference": float((results["whole prompts"] - results["shared prefix once"]).abs().max()),
+    }
 
 
 if __name__ == "__main__":

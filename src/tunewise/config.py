@@ -140,6 +140,56 @@ class OutputConfig(Section):
     name: str | None = None
 
 
+TRACKERS = ("mlflow", "tensorboard", "wandb", "trackio")
+
+
+class TrackConfig(Section):
+    report_to: list[Literal["mlflow", "tensorboard", "wandb", "trackio"]] = Field(
+        default_factory=list, description="also send params, metrics and artifacts to these trackers"
+    )
+    experiment: str | None = Field(None, description="tracker experiment/project name (default: output.name)")
+    mlflow_uri: str | None = Field(None, description="MLflow tracking URI (default: sqlite:///<output.dir>/mlflow.db)")
+
+
+class SweepParam(Section):
+    """A range (low/high, optionally log-scaled; ints stay ints) or a list of choices."""
+
+    low: int | float | None = None
+    high: int | float | None = None
+    log: bool = False
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _range_or_choices(self) -> SweepParam:
+        if (self.choices is None) == (self.low is None or self.high is None):
+            raise ValueError("give either low and high, or choices")
+        if self.choices is None and self.low is not None and self.high is not None and self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.choices is not None and not self.choices:
+            raise ValueError("choices is empty")
+        return self
+
+
+class SweepConfig(Section):
+    params: dict[str, SweepParam] = Field(description="dotted config key -> range or choices, e.g. train.lr")
+    n_trials: int = Field(10, gt=0)
+    timeout_minutes: float | None = Field(None, gt=0, description="stop starting trials after this long")
+    prune: bool = Field(True, description="median pruner on the validation metric at each evaluation")
+    warmup_evals: int = Field(1, ge=0, description="evaluations before a trial may be pruned")
+
+
+class AblateConfig(Section):
+    fractions: list[float] = Field(default_factory=lambda: [0.1, 0.25, 0.5, 1.0], description="learning curve")
+    curated_vs_raw: bool = Field(True, description="equal-budget fine-tune on a random raw sample vs curated")
+    raw: Path | None = Field(None, description="raw training file (default: data.train of a curated config)")
+
+    @model_validator(mode="after")
+    def _check_fractions(self) -> AblateConfig:
+        if any(not 0 < f <= 1 for f in self.fractions):
+            raise ValueError("fractions must be in (0, 1]")
+        return self
+
+
 class Config(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig
@@ -149,6 +199,21 @@ class Config(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     curate: CurateConfig | None = None
+    track: TrackConfig = Field(default_factory=TrackConfig)
+    sweep: SweepConfig | None = None
+    ablate: AblateConfig | None = None
+
+    @model_validator(mode="after")
+    def _check_sweep_keys(self) -> Config:
+        for key in self.sweep.params if self.sweep else ():
+            if key == "prompt.variant":
+                unknown = [c for c in self.sweep.params[key].choices or [] if c not in {"default", *self.prompt.variants}]
+                if unknown:
+                    raise ValueError(f"sweep.params.prompt.variant: {unknown} not in prompt.variants")
+                continue
+            if not _is_config_key(key):
+                raise ValueError(f"sweep.params: '{key}' is not a config key (use dotted paths like train.lr)")
+        return self
 
     @model_validator(mode="after")
     def _check_metric(self) -> Config:
@@ -175,6 +240,18 @@ class Config(Section):
         return "classification" if self.data.kind == "classification" else "generation"
 
 
+def _is_config_key(dotted: str) -> bool:
+    model: Any = Config
+    for part in dotted.split("."):
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return False
+        annotation = fields[part].annotation
+        candidates = [a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type)]
+        model = next((a for a in candidates if issubclass(a, BaseModel)), None)
+    return True
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Read YAML, apply `a.b=value` overrides, validate. Relative data paths resolve against the file."""
     path = Path(path)
@@ -196,6 +273,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     _resolve_data_paths(config.data, path.parent)
     if config.curate is not None and not config.curate.output.is_absolute():
         config.curate.output = path.parent / config.curate.output
+    if config.ablate is not None and config.ablate.raw is not None and not config.ablate.raw.is_absolute():
+        config.ablate.raw = path.parent / config.ablate.raw
     return config
 
 

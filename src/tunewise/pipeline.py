@@ -32,7 +32,9 @@ def run(
     do_train: bool = True,
     do_eval: bool = True,
     adapters: list[Path] | None = None,
+    callbacks: list[Any] | None = None,
 ) -> RunDir:
+    """`callbacks` are extra transformers TrainerCallbacks (e.g. a sweep's pruning hook)."""
     started = time.time()
     if config.curate is not None:
         config = with_curated_data(config, curate(config, console).splits)
@@ -68,7 +70,7 @@ def run(
             evaluate_all("base")
     train_summary: dict[str, Any] | None = None
     if do_train:
-        model, train_summary = _train(model, tokenizer, config, splits, renderer, run_dir, console)
+        model, train_summary = _train(model, tokenizer, config, splits, renderer, run_dir, console, callbacks)
     if do_eval and do_train:
         evaluate_all("fine-tuned")
     for name in adapter_cells if do_eval else ():
@@ -164,6 +166,7 @@ def _train(
     renderer: PromptRenderer,
     run_dir: RunDir,
     console: Console,
+    callbacks: list[Any] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     from tunewise.train import train  # imports the Trainer stack only when training
 
@@ -201,6 +204,7 @@ def _train(
         run_dir.path,
         console,
         task_metric=_task_metric(config, tokenizer, splits, renderer),
+        extra_callbacks=callbacks,
     )
     summary = {
         "steps": result.steps,

@@ -118,6 +118,7 @@ def train(
     collator: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]] | None = None,
     loss_fn: Callable[..., torch.Tensor] | None = None,
     task_metric: Callable[[Any], dict[str, float]] | None = None,
+    extra_callbacks: list[Any] | None = None,
 ) -> TrainResult:
     """Fine-tune `model` with LoRA. `collator` and `loss_fn` replace the padded defaults when given."""
     if not val_items:
@@ -134,6 +135,7 @@ def train(
         callbacks.insert(0, TaskMetric(task_metric, logger))
     if cfg.train.patience > 0:
         callbacks.append(EarlyStoppingCallback(cfg.train.patience, cfg.train.min_delta))
+    callbacks += extra_callbacks or []  # after TaskMetric, so they see task metrics in on_evaluate
     trainer = Trainer(
         model=peft_model,
         args=training_arguments(cfg, run_dir / "checkpoints", total_steps),
