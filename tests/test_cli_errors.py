@@ -51,7 +51,7 @@ def test_skip_mode_writes_rejects_and_reports_counts(write_config, tiny_data, tm
         fh.write("garbage\n" + json.dumps({"text": "", "label": "neutral"}) + "\n")
     result = runner.invoke(app, ["train", str(write_config(data={"on_error": "skip"}, train={"max_steps": 2}))])
     assert result.exit_code == 0, result.output
-    (run,) = list((tmp_path / "runs").iterdir())
+    (run,) = [d for d in (tmp_path / "runs").iterdir() if d.is_dir()]
     rejects = [json.loads(line) for line in (run / "rejects.jsonl").read_text().splitlines()]
     assert [(r["line"], r["field"]) for r in rejects] == [(97, None), (98, "text")]
     assert "rejected: 2" in result.output

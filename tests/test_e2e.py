@@ -16,7 +16,7 @@ def _invoke(*args: str):
 
 
 def _only_run(runs: Path) -> Path:
-    (run,) = list(runs.iterdir())
+    (run,) = [d for d in runs.iterdir() if d.is_dir()]  # beside runs.db, the index
     return run
 
 

@@ -69,7 +69,7 @@ def test_run_on_real_tweets_for_a_few_steps(cache_dir: Path, tmp_path: Path, mon
     ]
     result = CliRunner().invoke(app, ["run", str(example / "config.yaml"), *overrides], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    (run,) = list((tmp_path / "runs").iterdir())
+    (run,) = [d for d in (tmp_path / "runs").iterdir() if d.is_dir()]
     report = json.loads((run / "eval.json").read_text())
     assert report["models"]["base"]["n"] == 12 and report["train"]["steps"] == 2
     assert (tmp_path / "curated" / "curation_report.html").is_file()

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from tunewise import __version__
 from tunewise.errors import TunewiseError
@@ -105,6 +106,65 @@ def curate_command(config: ConfigArg, overrides: OverridesArg = None) -> None:
         curate(load_config(config, overrides), console)
 
 
+runs_app = typer.Typer(help="List, inspect, compare and remove runs.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+WorkspaceOpt = Annotated[Path, typer.Option("--dir", help="the workspace: output.dir of your configs")]
+
+
+@runs_app.command("list")
+def runs_list(workspace: WorkspaceOpt = Path("runs")) -> None:
+    """Every run in the workspace: name, task, status, best metric, duration (indexed in runs.db)."""
+    with _user_errors():
+        from tunewise.track.views import list_runs
+
+        list_runs(console, workspace)
+
+
+@runs_app.command("show")
+def runs_show(
+    run: Annotated[str, typer.Argument(help="run directory or (part of) its name")],
+    workspace: WorkspaceOpt = Path("runs"),
+) -> None:
+    """One run: status, evaluation with CIs, training summary, environment and data hashes."""
+    with _user_errors():
+        from tunewise.track.store import find_run
+        from tunewise.track.views import show_run
+
+        show_run(console, find_run(workspace, run))
+
+
+@runs_app.command("compare")
+def runs_compare(
+    runs: Annotated[list[str], typer.Argument(help="two or more runs")], workspace: WorkspaceOpt = Path("runs")
+) -> None:
+    """Metrics side by side and the config keys that differ."""
+    with _user_errors():
+        from tunewise.track.store import find_run
+        from tunewise.track.views import compare_runs
+
+        if len(runs) < 2:
+            raise TunewiseError("runs compare needs at least two runs")
+        compare_runs(console, [find_run(workspace, r) for r in runs])
+
+
+@runs_app.command("rm")
+def runs_rm(
+    runs: Annotated[list[str], typer.Argument(help="runs to delete")],
+    workspace: WorkspaceOpt = Path("runs"),
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False,
+) -> None:
+    """Delete run directories and their index entries."""
+    with _user_errors():
+        from tunewise.track.store import find_run, remove_run
+
+        paths = [find_run(workspace, r) for r in runs]
+        if not yes and not typer.confirm(f"delete {', '.join(p.name for p in paths)}?"):
+            raise typer.Exit(1)
+        for path in paths:
+            remove_run(workspace, path)
+            console.print(f"removed {path}")
+
+
 def _pipeline(config_path: Path, overrides: list[str] | None, **kwargs: object) -> None:
     with _user_errors():
         from tunewise.config import load_config
@@ -121,7 +181,7 @@ def _user_errors() -> Iterator[None]:
     try:
         yield
     except TunewiseError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         err_console.print("interrupted")

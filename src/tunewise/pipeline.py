@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,9 @@ from tunewise.evaluate.tasks import EvalTask, task_for
 from tunewise.models import load_model
 from tunewise.report import print_comparison, print_data_summary, print_matrix
 from tunewise.track import RunDir, create_run_dir
+from tunewise.track.env import environment
+from tunewise.track.integrations import Trackers, check_installed, eval_metrics, flatten
+from tunewise.track.store import RunInfo, best_of, index_run, read_metrics, write_info
 
 
 def run(
@@ -36,11 +40,62 @@ def run(
 ) -> RunDir:
     """`callbacks` are extra transformers TrainerCallbacks (e.g. a sweep's pruning hook)."""
     started = time.time()
+    check_installed(config)
+    raw_data = config.data.train if config.curate is not None else None
     if config.curate is not None:
         config = with_curated_data(config, curate(config, console).splits)
     run_dir = create_run_dir(config, config_path)
     console.print(f"run directory: {run_dir.path}")
+    info = RunInfo(run_dir.path.name, task=config.eval_task, model=config.model.name)
+    info.validation_metric = config.train.metric if do_train else None
+    write_info(run_dir.path, info)
+    run_dir.write_json("env.json", environment(config, raw_data))
+    trackers = Trackers(config, run_dir.path)
+    trackers.log_params(flatten(config.model_dump(mode="json")))
+    extra_callbacks = [*(callbacks or []), trackers.callback()]
+    try:
+        outcome = _experiment(config, run_dir, console, do_train, do_eval, adapters or [], extra_callbacks)
+    except BaseException as exc:
+        info.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        info.error = f"{type(exc).__name__}: {exc}"[:2000]
+        _finish(config, run_dir, info, trackers, {})
+        raise
+    info.status = "completed"
+    info.primary_metric = outcome.primary_metric
+    scores = [m[outcome.primary_metric] for m in outcome.results.values() if outcome.primary_metric in m]
+    info.best_metric = best_of(scores, outcome.primary_metric)
+    if outcome.train_summary:
+        info.best_validation = outcome.train_summary["best_metric"]
+    _finish(config, run_dir, info, trackers, eval_metrics(outcome.results, config.eval.split))
+    console.print(f"done in {time.time() - started:.0f} s; outputs in {run_dir.path}")
+    return run_dir
 
+
+@dataclass
+class Outcome:
+    results: dict[str, dict[str, Any]]
+    train_summary: dict[str, Any] | None
+    primary_metric: str
+
+
+def _finish(config: Config, run_dir: RunDir, info: RunInfo, trackers: Trackers, final: dict[str, float]) -> None:
+    info.finished = time.time()
+    write_info(run_dir.path, info)
+    last_step = max((int(m.get("step", 0)) for m in read_metrics(run_dir.path / "metrics.jsonl")), default=0)
+    trackers.finish(info.status, final, last_step)
+    index_run(config.output.dir, run_dir.path)
+
+
+def _experiment(
+    config: Config,
+    run_dir: RunDir,
+    console: Console,
+    do_train: bool,
+    do_eval: bool,
+    adapters: list[Path],
+    callbacks: list[Any],
+) -> Outcome:
+    """Data -> base evaluation -> training -> fine-tuned evaluation, written into the run directory."""
     splits = load_splits(config.data, config.train.seed)  # before the model: bad data fails in a second
     rejects_path = run_dir.write_rejects(splits.rejects)
     print_data_summary(console, splits, rejects_path)
@@ -49,7 +104,7 @@ def run(
     with console.status(f"loading model {config.model.name} (the first GGUF load converts it, ~25 s)"):
         loaded = load_model(config.model)
     model, tokenizer = loaded.model, loaded.tokenizer
-    adapter_cells = adapter_names(adapters or [])
+    adapter_cells = adapter_names(adapters)
     for name, path in adapter_cells.items():
         model = attach_adapter(model, path, name)
     renderers = prompt_variants(config, tokenizer, splits)
@@ -91,8 +146,7 @@ def run(
             matrix = _matrix(task, results, predictions, config.train.seed)
             print_matrix(console, matrix, task.primary_metric)
             run_dir.write_json("eval_matrix.json", matrix)
-    console.print(f"done in {time.time() - started:.0f} s; outputs in {run_dir.path}")
-    return run_dir
+    return Outcome(results, train_summary, task.primary_metric)
 
 
 DEFAULT_PROMPT = "default"

@@ -1,0 +1,48 @@
+"""What a run needs to be reproduced: library versions, machine, seed and the SHA-256 of its data files."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from tunewise.config import Config
+
+LIBRARIES = ("tunewise", "torch", "transformers", "peft", "accelerate", "datasets", "tokenizers", "gguf")
+
+
+def environment(config: Config, raw_data: Path | None = None) -> dict[str, Any]:
+    import torch
+
+    files = {"train": config.data.train, "val": config.data.val, "test": config.data.test, "raw": raw_data}
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+        "libraries": {name: _version(name) for name in LIBRARIES},
+        "seed": config.train.seed,
+        "data": {split: file_digest(path) for split, path in files.items() if path is not None},
+    }
+
+
+def file_digest(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {"path": str(path), "missing": True}
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return {"path": str(path), "sha256": digest.hexdigest(), "bytes": path.stat().st_size}
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None

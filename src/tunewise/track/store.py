@@ -1,0 +1,220 @@
+"""The run store: each run directory is the truth; a SQLite index under the workspace makes listing fast.
+
+`run.json` in a run directory says what the run is and how it ended; `sync` (re)indexes every run
+directory of the workspace, so runs copied in, deleted or written by an older tunewise stay in step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunewise.errors import TunewiseError
+
+INDEX_NAME = "runs.db"
+
+# Ordered schema migrations; PRAGMA user_version counts how many have run. Append, never edit.
+MIGRATIONS = (
+    """CREATE TABLE runs (
+        name TEXT PRIMARY KEY, path TEXT NOT NULL, status TEXT NOT NULL, task TEXT, model TEXT,
+        started REAL, finished REAL, primary_metric TEXT, best_metric REAL)""",
+    "ALTER TABLE runs ADD COLUMN validation_metric TEXT",
+    "ALTER TABLE runs ADD COLUMN best_validation REAL",
+    "CREATE INDEX runs_started ON runs(started)",
+)
+
+
+@dataclass
+class RunInfo:
+    """What `run.json` holds: identity, outcome and the headline figures of one run."""
+
+    name: str
+    status: str = "running"  # running -> completed | failed | interrupted; a killed run stays "running"
+    task: str | None = None
+    model: str | None = None
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+    pid: int = field(default_factory=os.getpid)
+    primary_metric: str | None = None
+    best_metric: float | None = None  # the primary test metric of the best model cell
+    validation_metric: str | None = None
+    best_validation: float | None = None
+    error: str | None = None
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.finished is None else self.finished - self.started
+
+    @property
+    def shown_status(self) -> str:
+        """A run still 'running' whose process is gone was killed: say so."""
+        if self.status == "running" and not _alive(self.pid):
+            return "crashed"
+        return self.status
+
+
+def write_info(run_path: Path, info: RunInfo) -> None:
+    tmp = run_path / "run.json.tmp"
+    tmp.write_text(json.dumps(asdict(info), indent=2) + "\n", encoding="utf-8")
+    tmp.replace(run_path / "run.json")
+
+
+def read_info(run_path: Path) -> RunInfo | None:
+    try:
+        raw = json.loads((run_path / "run.json").read_text(encoding="utf-8"))
+        known = {k: v for k, v in raw.items() if k in RunInfo.__dataclass_fields__}
+        return RunInfo(**known)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl rows; a partial or corrupt line (a crash mid-write) is skipped, never fatal."""
+    rows = []
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def open_index(workspace: Path) -> sqlite3.Connection:
+    """The workspace's index, migrated to the current schema."""
+    workspace.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(workspace / INDEX_NAME, timeout=30)
+    conn.row_factory = sqlite3.Row
+    migrate(conn)
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        raise TunewiseError(f"the run index was written by a newer tunewise (schema {version}); upgrade tunewise")
+    for number, statement in enumerate(MIGRATIONS[version:], start=version + 1):
+        with conn:  # each migration and its version bump commit together
+            conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+    return len(MIGRATIONS)
+
+
+def index_run(workspace: Path, run_path: Path) -> None:
+    info = read_info(run_path)
+    if info is None:
+        return
+    with closing(open_index(workspace)) as conn, conn:
+        _upsert(conn, run_path, info)
+
+
+def sync(workspace: Path) -> list[tuple[Path, RunInfo]]:
+    """Index every run directory under the workspace (and forget deleted ones); newest first."""
+    runs = sorted(_run_dirs(workspace), key=lambda pair: pair[1].started, reverse=True)
+    with closing(open_index(workspace)) as conn, conn:
+        conn.execute("DELETE FROM runs")
+        for path, info in runs:
+            _upsert(conn, path, info)
+    return runs
+
+
+def find_run(workspace: Path, ref: str) -> Path:
+    """A run by path, by directory name, or by a unique part of its name."""
+    direct = Path(ref)
+    if (direct / "run.json").is_file() or (direct / "config.yaml").is_file():
+        return direct
+    matches = [path for path, _ in _run_dirs(workspace) if ref == path.name or ref in path.name]
+    exact = [p for p in matches if p.name == ref]
+    if len(exact) == 1 or len(matches) == 1:
+        return (exact or matches)[0]
+    if not matches:
+        raise TunewiseError(f"no run '{ref}' under {workspace}; `tunewise runs list` shows the runs")
+    names = ", ".join(p.name for p in matches[:5])
+    raise TunewiseError(f"'{ref}' matches {len(matches)} runs ({names}); give more of the name")
+
+
+def remove_run(workspace: Path, run_path: Path) -> None:
+    if not (run_path / "config.yaml").is_file():
+        raise TunewiseError(f"{run_path} is not a tunewise run directory; nothing removed")
+    shutil.rmtree(run_path)
+    with closing(open_index(workspace)) as conn, conn:
+        conn.execute("DELETE FROM runs WHERE path = ?", (str(run_path.resolve()),))
+
+
+def _upsert(conn: sqlite3.Connection, path: Path, info: RunInfo) -> None:
+    conn.execute(
+        """INSERT OR REPLACE INTO runs (name, path, status, task, model, started, finished, primary_metric,
+           best_metric, validation_metric, best_validation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        (
+            path.name,
+            str(path.resolve()),
+            info.shown_status,
+            info.task,
+            info.model,
+            info.started,
+            info.finished,
+            info.primary_metric,
+            info.best_metric,
+            info.validation_metric,
+            info.best_validation,
+        ),
+    )
+
+
+def _run_dirs(workspace: Path) -> Iterator[tuple[Path, RunInfo]]:
+    if not workspace.is_dir():
+        return
+    for path in workspace.iterdir():
+        if not path.is_dir():
+            continue
+        info = read_info(path) or _legacy_info(path)
+        if info is not None:
+            yield path, info
+
+
+def _legacy_info(path: Path) -> RunInfo | None:
+    """Runs from before run.json: enough from config.yaml, metrics.jsonl and eval.json to list them."""
+    if not (path / "config.yaml").is_file():
+        return None
+    started = (path / "config.yaml").stat().st_mtime
+    info = RunInfo(name=path.name, status="unknown", started=started, pid=-1)
+    evaluation = path / "eval.json"
+    if evaluation.is_file():
+        summary = json.loads(evaluation.read_text(encoding="utf-8"))
+        info.status, info.task, info.model = "completed", summary.get("task"), summary.get("model")
+        info.finished = evaluation.stat().st_mtime
+        info.primary_metric = summary.get("primary_metric")
+        scores = [m.get(info.primary_metric) for m in summary.get("models", {}).values()]
+        info.best_metric = best_of([s for s in scores if isinstance(s, int | float)], info.primary_metric)
+    return info
+
+
+def best_of(values: list[float], metric: str | None) -> float | None:
+    if not values:
+        return None
+    return min(values) if metric and ("loss" in metric or "perplexity" in metric) else max(values)
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
