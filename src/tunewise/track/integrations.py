@@ -40,7 +40,9 @@ class MLflowTracker:
         uri = config.track.mlflow_uri or f"sqlite:///{(config.output.dir / 'mlflow.db').resolve()}"
         self.client = mlflow.MlflowClient(tracking_uri=uri)
         found = self.client.get_experiment_by_name(experiment)
-        experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+        # artifacts beside the store, not in ./mlruns of whatever directory the user ran from
+        artifacts = (config.output.dir / "mlartifacts").resolve().as_uri()
+        experiment_id = found.experiment_id if found else self.client.create_experiment(experiment, artifacts)
         self.run_id = self.client.create_run(experiment_id, run_name=run_dir.name).info.run_id
 
     def log_params(self, params: dict[str, Any]) -> None:
