@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-summaries test test-slow lint bench install clean
+.PHONY: demo demo-summaries sweep-demo ablate-demo report test test-slow lint bench install browser clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,7 +25,20 @@ demo-summaries: $(STAMP)
 	$(BIN)/python examples/paper-summaries/prepare.py
 	$(BIN)/tunewise run examples/paper-summaries/config.yaml
 
-test: $(STAMP)
+sweep-demo: $(STAMP)
+	$(BIN)/python examples/tweet-sentiment/prepare.py
+	$(BIN)/tunewise sweep examples/tweet-sentiment/config.yaml
+
+ablate-demo: $(STAMP)
+	$(BIN)/python examples/tweet-sentiment/prepare.py
+	$(BIN)/tunewise ablate examples/tweet-sentiment/config.yaml
+
+# The report's browser test needs Chromium; install it where apt is available (root), else it is skipped.
+browser:
+	-command -v chromium >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		(apt-get update -qq && apt-get install -y -qq chromium >/dev/null) ; } || true
+
+test: $(STAMP) browser
 	$(BIN)/pytest -q
 
 test-slow: $(STAMP)

@@ -27,7 +27,9 @@ def test_mlflow_and_tensorboard_receive_params_metrics_and_artifacts(write_confi
     (logged,) = client.search_runs([client.get_experiment_by_name("t").experiment_id])
     assert logged.info.run_name == run.name and logged.info.status == "FINISHED"
     assert logged.data.params["train.max_steps"] == "4" and logged.data.params["lora.r"] == "16"
-    assert logged.data.metrics["test/fine-tuned/macro_f1"] == pytest.approx(evaluation["models"]["fine-tuned"]["macro_f1"])
+    assert logged.data.metrics["test/fine-tuned/macro_f1"] == pytest.approx(
+        evaluation["models"]["fine-tuned"]["macro_f1"]
+    )
     losses = client.get_metric_history(logged.info.run_id, "train/loss")
     assert len(losses) >= 2 and all(m.step >= 0 for m in losses)
     assert client.get_metric_history(logged.info.run_id, "val/loss")

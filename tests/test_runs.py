@@ -52,7 +52,7 @@ def test_a_killed_run_shows_as_crashed(tmp_path: Path):
     run.mkdir()
     (run / "config.yaml").write_text("{}\n")
     write_info(run, RunInfo(run.name, pid=dead.pid))
-    ((path, info),) = sync(tmp_path)
+    ((_path, info),) = sync(tmp_path)
     assert info.shown_status == "crashed"
 
 
@@ -90,6 +90,13 @@ def test_runs_are_recorded_listed_shown_compared_and_removed(write_config, tiny_
 
     ambiguous = runner.invoke(app, ["runs", "show", "2", "--dir", str(workspace)])
     assert ambiguous.exit_code == 2 and "matches 2 runs" in ambiguous.output
+
+    page = _invoke("report", first)
+    assert page.exit_code == 0 and (first / "report.html").is_file() and (first / "plots" / "loss.png").is_file()
+    both = _invoke("report", first, second, "--out", tmp_path / "cmp" / "comparison.html")
+    assert both.exit_code == 0 and "train.lr" in (tmp_path / "cmp" / "comparison.html").read_text()
+    bad = runner.invoke(app, ["report", str(tmp_path / "nothing-here")])
+    assert bad.exit_code == 2 and "error:" in bad.output
 
     removed = _invoke("runs", "rm", second.name, "--yes", "--dir", workspace)
     assert removed.exit_code == 0 and not second.exists()

@@ -106,6 +106,18 @@ def curate_command(config: ConfigArg, overrides: OverridesArg = None) -> None:
         curate(load_config(config, overrides), console)
 
 
+@app.command("report")
+def report_command(
+    targets: Annotated[list[Path], typer.Argument(help="a run dir, a sweep dir, or several run dirs to compare")],
+    out: Annotated[Path | None, typer.Option(help="HTML file to write (default: report.html in the dir)")] = None,
+) -> None:
+    """A self-contained HTML report (plots embedded; PNGs also in plots/): a run, a sweep or a comparison."""
+    with _user_errors():
+        from tunewise.track.html import render_report
+
+        console.print(f"report: {render_report(list(targets), out)}")
+
+
 runs_app = typer.Typer(help="List, inspect, compare and remove runs.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 WorkspaceOpt = Annotated[Path, typer.Option("--dir", help="the workspace: output.dir of your configs")]

@@ -22,6 +22,13 @@ TASK_METRICS = {
     "perplexity": ("perplexity",),
 }
 TRAINING_METRICS = ("eval_loss", *sorted({f"eval_{m}" for names in TASK_METRICS.values() for m in names}))
+LOWER_IS_BETTER = ("loss", "perplexity", "error")  # metric names containing these: smaller wins
+
+
+def greater_is_better(metric: str) -> bool:
+    return not any(word in metric for word in LOWER_IS_BETTER)
+
+
 RecordKind = Literal["classification", "completion", "chat", "alpaca"]
 
 
@@ -207,7 +214,9 @@ class Config(Section):
     def _check_sweep_keys(self) -> Config:
         for key in self.sweep.params if self.sweep else ():
             if key == "prompt.variant":
-                unknown = [c for c in self.sweep.params[key].choices or [] if c not in {"default", *self.prompt.variants}]
+                unknown = [
+                    c for c in self.sweep.params[key].choices or [] if c not in {"default", *self.prompt.variants}
+                ]
                 if unknown:
                     raise ValueError(f"sweep.params.prompt.variant: {unknown} not in prompt.variants")
                 continue

@@ -25,8 +25,8 @@ from tunewise.models import load_model
 from tunewise.report import print_comparison, print_data_summary, print_matrix
 from tunewise.track import RunDir, create_run_dir
 from tunewise.track.env import environment
-from tunewise.track.integrations import Trackers, check_installed, eval_metrics, flatten
-from tunewise.track.store import RunInfo, best_of, index_run, read_metrics, write_info
+from tunewise.track.integrations import Trackers, check_installed, eval_metrics
+from tunewise.track.store import RunInfo, best_of, flatten, index_run, read_metrics, write_info
 
 
 def run(

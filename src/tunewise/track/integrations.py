@@ -16,6 +16,7 @@ from transformers import TrainerCallback
 
 from tunewise.config import Config
 from tunewise.errors import ConfigError
+from tunewise.track.store import flatten
 
 INSTALL_HINTS = {
     "mlflow": "pip install 'tunewise[mlflow]'  (or: pip install mlflow-skinny)",
@@ -193,18 +194,6 @@ class _ForwardLogs(TrainerCallback):
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
         if logs:
             self.trackers.log_metrics({_train_key(k): v for k, v in logs.items()}, state.global_step)
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dicts to dotted keys: {'train': {'lr': 1}} -> {'train.lr': 1}."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, dotted + "."))
-        else:
-            flat[dotted] = value
-    return flat
 
 
 def eval_metrics(results: dict[str, dict[str, Any]], split: str) -> dict[str, float]:

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunewise.config import greater_is_better
 from tunewise.errors import TunewiseError
 
 INDEX_NAME = "runs.db"
@@ -205,7 +206,19 @@ def _legacy_info(path: Path) -> RunInfo | None:
 def best_of(values: list[float], metric: str | None) -> float | None:
     if not values:
         return None
-    return min(values) if metric and ("loss" in metric or "perplexity" in metric) else max(values)
+    return max(values) if metric is None or greater_is_better(metric) else min(values)
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts to dotted keys: {'train': {'lr': 1}} -> {'train.lr': 1}; lists stay values."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
 
 
 def _alive(pid: int) -> bool:

@@ -11,8 +11,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from tunewise.track.integrations import flatten
-from tunewise.track.store import RunInfo, read_info, read_metrics, sync
+from tunewise.track.store import RunInfo, flatten, read_info, read_metrics, sync
 
 
 def list_runs(console: Console, workspace: Path) -> list[tuple[Path, RunInfo]]:

@@ -14,13 +14,11 @@ from peft import LoraConfig, get_peft_model
 from rich.console import Console
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
-from tunewise.config import Config
+from tunewise.config import LOWER_IS_BETTER, Config, greater_is_better  # noqa: F401 (re-exported)
 from tunewise.data.encode import Encoded
 from tunewise.errors import ConfigError
 from tunewise.train.callbacks import DivergenceMonitor, MetricsLogger, TaskMetric
 from tunewise.train.collate import PaddingCollator
-
-LOWER_IS_BETTER = ("loss", "perplexity", "error")
 
 
 @dataclass
@@ -61,7 +59,7 @@ def training_arguments(cfg: Config, output_dir: Path, total_steps: int) -> Train
     metric = t.metric
     greater = t.greater_is_better
     if greater is None:
-        greater = not any(word in metric for word in LOWER_IS_BETTER)
+        greater = greater_is_better(metric)
     eval_steps = min(t.eval_steps, total_steps)  # at least one evaluation, so a best checkpoint exists
     return TrainingArguments(
         output_dir=str(output_dir),
