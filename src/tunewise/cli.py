@@ -106,6 +106,30 @@ def curate_command(config: ConfigArg, overrides: OverridesArg = None) -> None:
         curate(load_config(config, overrides), console)
 
 
+@app.command("sweep")
+def sweep_command(
+    config: ConfigArg,
+    overrides: OverridesArg = None,
+    n_trials: Annotated[int | None, typer.Option("--n-trials", help="total trials, counting finished ones")] = None,
+) -> None:
+    """Optuna sweep over sweep.params: one fine-tune per trial, median-pruned, resumable; writes best.yaml."""
+    with _user_errors():
+        from tunewise.config import load_config
+        from tunewise.experiments.sweep import sweep
+
+        sweep(load_config(config, overrides), config, console, n_trials)
+
+
+@app.command("ablate")
+def ablate_command(config: ConfigArg, overrides: OverridesArg = None) -> None:
+    """Learning curve over data fractions and curated vs raw at equal budget, on the same test split."""
+    with _user_errors():
+        from tunewise.config import load_config
+        from tunewise.experiments.ablate import ablate
+
+        ablate(load_config(config, overrides), config, console)
+
+
 @app.command("report")
 def report_command(
     targets: Annotated[list[Path], typer.Argument(help="a run dir, a sweep dir, or several run dirs to compare")],
