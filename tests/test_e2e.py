@@ -250,3 +250,17 @@ def test_eval_compares_several_adapters_with_the_prompted_base(write_config, tmp
     trained, frozen = names  # run directories sort in creation order
     assert max(abs(a - b) for a, b in zip(logprobs["base"], logprobs[frozen], strict=True)) < 1e-3
     assert max(abs(a - b) for a, b in zip(logprobs["base"], logprobs[trained], strict=True)) > 1e-2
+
+
+def test_train_packing_switch_gives_the_padded_losses(write_config, tmp_path: Path):
+    losses = {}
+    for packing in (False, True):
+        out = tmp_path / f"runs-{packing}"
+        config = write_config(
+            train={"max_steps": 3, "packing": packing}, lora={"dropout": 0.0}, output={"dir": str(out)}
+        )
+        assert _invoke("train", config).exit_code == 0
+        rows = _metrics(_only_run(out))
+        losses[packing] = [m["loss"] for m in rows if "loss" in m] + [m["eval_loss"] for m in rows if "eval_loss" in m]
+    assert len(losses[True]) >= 3
+    assert max(abs(a - b) for a, b in zip(losses[False], losses[True], strict=True)) < 1e-4

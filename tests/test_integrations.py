@@ -34,7 +34,7 @@ def test_mlflow_and_tensorboard_receive_params_metrics_and_artifacts(write_confi
     assert len(losses) >= 2 and all(m.step >= 0 for m in losses)
     assert client.get_metric_history(logged.info.run_id, "val/loss")
     artifacts = {a.path for a in client.list_artifacts(logged.info.run_id)}
-    assert {"eval.json", "config.yaml", "metrics.jsonl", "env.json"} <= artifacts
+    assert {"eval.json", "config.yaml", "metrics.jsonl", "env.json", "report.html"} <= artifacts
     assert (tmp_path / "runs" / "mlartifacts").is_dir() and not Path("mlruns").exists()  # nothing in the cwd
 
     events = EventAccumulator(str(run / "tensorboard"))

@@ -121,10 +121,20 @@ def test_few_shot_examples_come_before_the_question(tokenizer):
 
 
 def test_classification_shots_cover_the_labels_and_are_reproducible():
-    from tunewise.pipeline import draw_shots
+    from tunewise.data.variants import draw_shots
 
     train = [_record(f"bad {i}", "negative") for i in range(50)] + [_record("good", "positive")]
     shots = draw_shots(train, 3, seed=1, labels=["negative", "positive"])
     assert len(shots) == 3 and {s.label for s in shots} == {"negative", "positive"}  # random would miss "positive"
     assert [s.text for s in shots] == [s.text for s in draw_shots(train, 3, seed=1, labels=["negative", "positive"])]
     assert len(draw_shots(train[:2], 5, seed=1, labels=["negative", "positive"])) == 2
+
+
+def test_fewer_shots_than_labels_still_vary_which_labels_are_shown():
+    from tunewise.data.variants import draw_shots
+
+    labels = ["negative", "neutral", "positive"]
+    train = [_record(f"{label} {i}", label) for label in labels for i in range(5)]
+    shown = {s.label for seed in range(12) for s in draw_shots(train, 2, seed=seed, labels=labels)}
+    assert shown == set(labels)  # not always the first two in sorted order
+    assert all(len({s.label for s in draw_shots(train, 2, seed=seed, labels=labels)}) == 2 for seed in range(12))

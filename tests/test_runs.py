@@ -91,6 +91,8 @@ def test_runs_are_recorded_listed_shown_compared_and_removed(write_config, tiny_
     ambiguous = runner.invoke(app, ["runs", "show", "2", "--dir", str(workspace)])
     assert ambiguous.exit_code == 2 and "matches 2 runs" in ambiguous.output
 
+    assert (first / "report.html").is_file()  # every completed run renders its report
+    (first / "report.html").unlink()
     page = _invoke("report", first)
     assert page.exit_code == 0 and (first / "report.html").is_file() and (first / "plots" / "loss.png").is_file()
     both = _invoke("report", first, second, "--out", tmp_path / "cmp" / "comparison.html")
@@ -98,10 +100,40 @@ def test_runs_are_recorded_listed_shown_compared_and_removed(write_config, tiny_
     bad = runner.invoke(app, ["report", str(tmp_path / "nothing-here")])
     assert bad.exit_code == 2 and "error:" in bad.output
 
+    fragment = runner.invoke(app, ["runs", "rm", second.name[:-3], "--yes", "--dir", str(workspace)])
+    assert fragment.exit_code == 2 and second.exists()  # deleting needs the whole name
+    outside = tmp_path / "project"
+    (outside / "sub").mkdir(parents=True)
+    (outside / "config.yaml").write_text("{}\n")
+    refused = runner.invoke(app, ["runs", "rm", str(outside), "--yes", "--dir", str(workspace)])
+    assert refused.exit_code == 2 and "not inside the workspace" in refused.output and outside.exists()
+
     removed = _invoke("runs", "rm", second.name, "--yes", "--dir", workspace)
     assert removed.exit_code == 0 and not second.exists()
     with sqlite3.connect(workspace / "runs.db") as conn:
         assert [r[0] for r in conn.execute("SELECT name FROM runs")] == [first.name]
+
+
+def test_rich_markup_in_configs_and_errors_is_shown_not_parsed(write_config, tmp_path: Path, monkeypatch):
+    import tunewise.cli
+
+    monkeypatch.setattr(tunewise.cli.console, "width", 220)
+    llama2 = "[INST] {{ text }} [/INST]"
+    assert _invoke("train", write_config(train={"max_steps": 2}, prompt={"template": llama2})).exit_code == 0
+    assert _invoke("train", write_config(train={"max_steps": 2})).exit_code == 0
+    first, second = sorted((tmp_path / "runs").glob("2*"))
+    compared = _invoke("runs", "compare", first, second, "--dir", tmp_path / "runs")
+    assert compared.exit_code == 0 and "[/INST]" in compared.output
+
+
+def test_runs_in_sweeps_and_ablations_are_listed_under_their_path(tmp_path: Path):
+    nested = tmp_path / "sweeps" / "s" / "trials" / "20260101-000000-trial-0"
+    nested.mkdir(parents=True)
+    write_info(nested, RunInfo(nested.name, status="pruned", pid=-1))
+    ((path, info),) = sync(tmp_path)
+    assert path == nested and info.status == "pruned"
+    with sqlite3.connect(tmp_path / "runs.db") as conn:
+        assert conn.execute("SELECT name FROM runs").fetchone()[0] == "sweeps/s/trials/20260101-000000-trial-0"
 
 
 def test_a_failed_run_records_why(write_config, tmp_path: Path):
@@ -112,3 +144,16 @@ def test_a_failed_run_records_why(write_config, tmp_path: Path):
     (run,) = (tmp_path / "runs").glob("2*")
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "failed" and "too few records" in info["error"] and info["finished"]
+
+
+def test_a_run_failing_after_trackers_started_closes_them_as_failed(write_config, tmp_path: Path):
+    mlflow = pytest.importorskip("mlflow", reason="the mlflow extra: pip install 'tunewise[mlflow]'")
+    config = write_config(train={"max_length": 9}, track={"report_to": ["mlflow"], "experiment": "f"})
+    result = runner.invoke(app, ["train", str(config)])  # every answer is cut by max_length: fails in training
+    assert result.exit_code == 2 and "max_length" in result.output
+    (run,) = (tmp_path / "runs").glob("2*")
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "failed" and "max_length" in info["error"]
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    (logged,) = client.search_runs([client.get_experiment_by_name("f").experiment_id])
+    assert logged.info.status == "FAILED" and logged.data.params["train.max_length"] == "9"

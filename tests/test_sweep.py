@@ -65,6 +65,7 @@ def test_tiny_sweep_prunes_a_hopeless_trial_resumes_and_writes_the_best_config(w
     pruned = next(r for r in rows if r["state"] == "PRUNED")
     end = _train_end(pruned["run_dir"])
     assert end["stopped_early"] and end["step"] == 4  # stopped by the pruner, not run to max_steps
+    assert json.loads((Path(pruned["run_dir"]) / "run.json").read_text())["status"] == "pruned"  # in the run store
     for row in rows:
         if row["state"] == "COMPLETE":  # the objective is the best validation loss of the trial's run
             assert row["value"] == pytest.approx(_train_end(row["run_dir"])["best_metric"])
@@ -175,6 +176,27 @@ def test_failed_and_interrupted_trials(write_config, monkeypatch):
     assert len(calls) == 2  # two interrupted trials do not count; only the 2 missing ones ran
     assert [r["error"] for r in rows].count("interrupted") == 2
     assert sum(r["error"] != "interrupted" for r in rows) == finished_before + 2
+
+
+def test_an_unexpected_error_fails_one_trial_and_a_changed_space_is_refused_on_resume(write_config, monkeypatch):
+    path = write_config(sweep={"params": {"train.lr": {"choices": [1e-3, 1e-2]}}, "n_trials": 4})
+    calls: list[Config] = []
+    fake = _fake_run(calls)
+
+    def sometimes_crashes(config: Config, *args: Any, **kw: Any) -> RunDir:
+        if config.train.lr == 1e-3:
+            raise RuntimeError("loss is NaN")  # not a user error: still only this trial fails
+        return fake(config, *args, **kw)
+
+    monkeypatch.setattr(pipeline, "run", sometimes_crashes)
+    sweep_dir = sweep(load_config(path), path, _console())
+    rows = _trials(sweep_dir)
+    assert len(rows) == 4 and "COMPLETE" in {r["state"] for r in rows}
+    assert all(r["error"] == "RuntimeError: loss is NaN" for r in rows if r["state"] == "FAIL")
+
+    changed = write_config(sweep={"params": {"train.lr": {"choices": [1e-3, 5e-2]}}, "n_trials": 6})
+    with pytest.raises(ConfigError, match=r"sweep.params.train.lr changed since this sweep started"):
+        sweep(load_config(changed), changed, _console())
 
 
 def test_sweep_refuses_bad_settings(write_config):

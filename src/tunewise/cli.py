@@ -193,7 +193,7 @@ def runs_rm(
     with _user_errors():
         from tunewise.track.store import find_run, remove_run
 
-        paths = [find_run(workspace, r) for r in runs]
+        paths = [find_run(workspace, r, exact=True) for r in runs]  # deleting: no guessing from a fragment
         if not yes and not typer.confirm(f"delete {', '.join(p.name for p in paths)}?"):
             raise typer.Exit(1)
         for path in paths:

@@ -121,6 +121,9 @@ class TrainConfig(Section):
     min_delta: float = Field(0.0, ge=0)
     divergence_evals: int = Field(3, gt=0, description="warn when val loss rises while train loss falls")
     seed: int = 42
+    packing: bool = Field(
+        False, description="padding-free packed batches + LM head on answer tokens only (same loss, less work)"
+    )
 
 
 class EvalConfig(Section):

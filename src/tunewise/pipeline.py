@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tunewise.config import Config
 from tunewise.curate.runner import curate
 from tunewise.data.encode import encode_records
 from tunewise.data.prompt import PromptRenderer
-from tunewise.data.records import Record
 from tunewise.data.splits import DataSplits, load_splits
+from tunewise.data.variants import DEFAULT_PROMPT, prompt_variants
 from tunewise.errors import DataError, ModelLoadError
 from tunewise.evaluate.stats import Difference
 from tunewise.evaluate.tasks import EvalTask, task_for
@@ -49,16 +51,17 @@ def run(
     info = RunInfo(run_dir.path.name, task=config.eval_task, model=config.model.name)
     info.validation_metric = config.train.metric if do_train else None
     write_info(run_dir.path, info)
-    run_dir.write_json("env.json", environment(config, raw_data))
-    trackers = Trackers(config, run_dir.path)
-    trackers.log_params(flatten(config.model_dump(mode="json")))
-    extra_callbacks = [*(callbacks or []), trackers.callback()]
+    trackers = Trackers(None, run_dir.path)
     try:
+        run_dir.write_json("env.json", environment(config, raw_data))
+        trackers = Trackers(config, run_dir.path)
+        trackers.log_params(flatten(config.model_dump(mode="json")))
+        extra_callbacks = [*(callbacks or []), trackers.callback()]
         outcome = _experiment(config, run_dir, console, do_train, do_eval, adapters or [], extra_callbacks)
     except BaseException as exc:
         info.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         info.error = f"{type(exc).__name__}: {exc}"[:2000]
-        _finish(config, run_dir, info, trackers, {})
+        _finish(config, run_dir, info, trackers, {}, console)
         raise
     info.status = "completed"
     info.primary_metric = outcome.primary_metric
@@ -66,7 +69,7 @@ def run(
     info.best_metric = best_of(scores, outcome.primary_metric)
     if outcome.train_summary:
         info.best_validation = outcome.train_summary["best_metric"]
-    _finish(config, run_dir, info, trackers, eval_metrics(outcome.results, config.eval.split))
+    _finish(config, run_dir, info, trackers, eval_metrics(outcome.results, config.eval.split), console)
     console.print(f"done in {time.time() - started:.0f} s; outputs in {run_dir.path}")
     return run_dir
 
@@ -78,12 +81,27 @@ class Outcome:
     primary_metric: str
 
 
-def _finish(config: Config, run_dir: RunDir, info: RunInfo, trackers: Trackers, final: dict[str, float]) -> None:
+def _finish(
+    config: Config, run_dir: RunDir, info: RunInfo, trackers: Trackers, final: dict[str, float], console: Console
+) -> None:
+    """Record how the run ended, then the extras; an extra that fails is reported, never hides the result."""
     info.finished = time.time()
     write_info(run_dir.path, info)
-    last_step = max((int(m.get("step", 0)) for m in read_metrics(run_dir.path / "metrics.jsonl")), default=0)
-    trackers.finish(info.status, final, last_step)
-    index_run(config.output.dir, run_dir.path)
+    steps = [m.get("step") for m in read_metrics(run_dir.path / "metrics.jsonl")]
+    last_step = max((int(s) for s in steps if isinstance(s, int | float)), default=0)
+    if info.status == "completed":
+        from tunewise.track.html import render_report
+
+        _best_effort("rendering report.html", console, lambda: render_report([run_dir.path]))
+    _best_effort("sending to trackers", console, lambda: trackers.finish(info.status, final, last_step))
+    _best_effort("indexing the run", console, lambda: index_run(config.output.dir, run_dir.path))
+
+
+def _best_effort(what: str, console: Console, action: Callable[[], object]) -> None:
+    try:
+        action()
+    except Exception as exc:  # the run's own results are on disk already; say what failed and go on
+        console.print(f"[yellow]warning: {what} failed: {escape(f'{type(exc).__name__}: {exc}')}[/]")
 
 
 def _experiment(
@@ -147,40 +165,6 @@ def _experiment(
             print_matrix(console, matrix, task.primary_metric)
             run_dir.write_json("eval_matrix.json", matrix)
     return Outcome(results, train_summary, task.primary_metric)
-
-
-DEFAULT_PROMPT = "default"
-
-
-def prompt_variants(config: Config, tokenizer: Any, splits: DataSplits) -> dict[str, PromptRenderer]:
-    """The configured prompt and each `prompt.variants` entry; few-shot examples come from train, seeded."""
-    settings = {DEFAULT_PROMPT: config.prompt, **{n: config.prompt.variant(n) for n in config.prompt.variants}}
-    renderers = {}
-    for name, prompt in settings.items():
-        shots = draw_shots(splits.train, prompt.few_shot, config.train.seed, splits.labels)
-        renderers[name] = PromptRenderer(prompt, config.data.kind, tokenizer, splits.labels, shots)
-    return renderers
-
-
-def draw_shots(train: list[Record], k: int, seed: int, labels: list[str]) -> list[Record]:
-    """k solved examples from train, the same for every question (so their KV cache is shared).
-
-    For classification they cycle through the labels, then are shuffled: random shots that happen to
-    share a label teach the base model that label, not the task (Zhao et al., 2021).
-    """
-    rng = random.Random(seed)
-    if not labels:
-        return rng.sample(train, min(k, len(train)))
-    pools = {label: [r for r in train if r.label == label] for label in labels}
-    for pool in pools.values():
-        rng.shuffle(pool)
-    shots: list[Record] = []
-    while len(shots) < min(k, len(train)):
-        for label in labels:
-            if pools[label] and len(shots) < k:
-                shots.append(pools[label].pop())
-    rng.shuffle(shots)
-    return shots
 
 
 def _matrix(task: EvalTask, results: dict[str, Any], predictions: dict[str, Any], seed: int) -> dict[str, Any]:

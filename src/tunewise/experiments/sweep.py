@@ -18,6 +18,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, Trial, TrialState
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from transformers import TrainerCallback
 
@@ -25,6 +26,7 @@ from tunewise import pipeline
 from tunewise.config import Config, SweepParam, validate_config
 from tunewise.errors import ConfigError, TunewiseError
 from tunewise.experiments import curated_once, experiment_name, set_dotted
+from tunewise.track.store import index_run, read_info, write_info
 
 VARIANT_KEY = "prompt.variant"
 ERROR_ATTR, INTERRUPTED_ATTR, RUN_DIR_ATTR = "error", "interrupted", "run_dir"
@@ -42,6 +44,7 @@ def sweep(config: Config, config_path: Path, console: Console, n_trials: int | N
     sweep_dir.mkdir(parents=True, exist_ok=True)
     metric = config.train.metric
     study = _open_study(config, target, name, sweep_dir, metric)
+    _check_space_unchanged(study, settings.params)
     finished = sum(_counts_as_finished(t) for t in study.trials)
     remaining = max(0, target - finished)
     console.print(f"sweep {name}: {finished} trials already finished, {remaining} to run; study in {sweep_dir}")
@@ -54,7 +57,7 @@ def sweep(config: Config, config_path: Path, console: Console, n_trials: int | N
         if remaining:
             timeout = settings.timeout_minutes * 60 if settings.timeout_minutes else None
             study.optimize(
-                objective, n_trials=remaining, timeout=timeout, catch=(TunewiseError,), callbacks=[_announce(console)]
+                objective, n_trials=remaining, timeout=timeout, catch=(Exception,), callbacks=[_announce(console)]
             )
     finally:  # an interrupted sweep still leaves an accurate trials.json
         optuna.logging.set_verbosity(previous)
@@ -169,9 +172,46 @@ class _Objective:
         except KeyboardInterrupt:
             trial.set_user_attr(INTERRUPTED_ATTR, True)
             raise
+        except Exception as exc:  # e.g. out of memory or NaN: this trial failed, the sweep goes on
+            trial.set_user_attr(ERROR_ATTR, f"{type(exc).__name__}: {exc}")
+            raise
         if callback.pruned_at is not None:
+            _mark_pruned(run_dir.path, trial_config.output.dir)
             raise optuna.TrialPruned(f"pruned at step {callback.pruned_at}")
         return best
+
+
+def _mark_pruned(run_path: Path, workspace: Path) -> None:
+    """The run itself ended normally; the run store should still say the sweep cut it short."""
+    info = read_info(run_path)
+    if info is not None:
+        info.status = "pruned"
+        write_info(run_path, info)
+        index_run(workspace, run_path)
+
+
+def _check_space_unchanged(study: optuna.Study, space: dict[str, SweepParam]) -> None:
+    """A resumed study must sample from a space Optuna can continue (e.g. the same choices)."""
+    for trial in study.trials:
+        for key, stored in trial.distributions.items():
+            if key not in space:
+                continue
+            try:
+                new = _distribution(space[key])
+                optuna.distributions.check_distribution_compatibility(stored, new)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"sweep.params.{key} changed since this sweep started ({exc}); "
+                    "keep the old search space to resume, or set output.name to start a new sweep"
+                ) from None
+
+
+def _distribution(param: SweepParam) -> optuna.distributions.BaseDistribution:
+    if param.choices is not None:
+        return optuna.distributions.CategoricalDistribution(param.choices)
+    if isinstance(param.low, int) and isinstance(param.high, int):
+        return optuna.distributions.IntDistribution(param.low, param.high, log=param.log)
+    return optuna.distributions.FloatDistribution(float(param.low), float(param.high), log=param.log)  # type: ignore[arg-type]
 
 
 def _suggest(trial: Trial, key: str, param: SweepParam) -> Any:
@@ -213,7 +253,7 @@ def _announce(console: Console) -> Callable[[optuna.Study, FrozenTrial], None]:
     def report(study: optuna.Study, trial: FrozenTrial) -> None:
         value = f" {trial.value:.4f}" if trial.value is not None else ""
         error = f": {trial.user_attrs[ERROR_ATTR]}" if ERROR_ATTR in trial.user_attrs else ""
-        console.print(f"trial {trial.number}: {trial.state.name.lower()}{value}{error}")
+        console.print(f"trial {trial.number}: {trial.state.name.lower()}{value}{escape(error)}")
 
     return report
 
@@ -265,7 +305,7 @@ def _plot(study: optuna.Study, n_params: int, plots_dir: Path, console: Console)
                 ax.figure.savefig(plots_dir / file_name, dpi=100, bbox_inches="tight")
             plt.close(ax.figure)
         except (ValueError, RuntimeError, ZeroDivisionError) as exc:  # e.g. all trials sampled the same values
-            console.print(f"[yellow]{file_name} skipped: {exc}[/]")
+            console.print(f"[yellow]{file_name} skipped: {escape(str(exc))}[/]")
 
 
 def _format_params(params: dict[str, Any]) -> str:
@@ -287,9 +327,9 @@ def _print_table(
         params = [_format_value(row["params"][k]) if k in row["params"] else "-" for k in keys]
         value = f"{row['value']:.4f}{mark}" if row["value"] is not None else "-"
         seconds = f"{row['seconds']:.0f}" if row["seconds"] is not None else "-"
-        table.add_row(str(row["number"]), row["state"].lower(), *params, value, seconds)
+        table.add_row(str(row["number"]), row["state"].lower(), *map(escape, params), value, seconds)
     console.print(table)
     if best is None:
         console.print("[yellow]no trial completed: no best.yaml[/]")
     else:
-        console.print(f"best: trial {best.number}, {metric} = {best.value:.4f} ({_format_params(best.params)})")
+        console.print(f"best: trial {best.number}, {metric} = {best.value:.4f} ({escape(_format_params(best.params))})")

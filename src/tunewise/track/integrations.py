@@ -50,7 +50,7 @@ class MLflowTracker:
         from mlflow.entities import Param
 
         # MLflow caps a param value at 6000 characters; long prompts are in the config.yaml artifact anyway
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        items = [Param(_mlflow_key(k), str(v)[:6000]) for k, v in params.items()]
         for start in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[start : start + 100])
 
@@ -95,7 +95,7 @@ class WandbTracker:
         import wandb
 
         # offline unless the user is logged in: nothing leaves the machine by surprise
-        mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+        mode = os.environ.get("WANDB_MODE") or ("online" if _wandb_logged_in() else "offline")
         self.run = wandb.init(project=experiment, name=run_dir.name, dir=str(run_dir), mode=mode, reinit=True)
 
     def log_params(self, params: dict[str, Any]) -> None:
@@ -157,15 +157,21 @@ def check_installed(config: Config) -> None:
 class Trackers:
     """All configured trackers behind one object; with none configured every call is a no-op."""
 
-    def __init__(self, config: Config, run_dir: Path) -> None:
+    def __init__(self, config: Config | None, run_dir: Path) -> None:
         self.run_dir = run_dir
-        experiment = config.track.experiment or config.output.name or run_dir.name.split("-", 2)[-1]
         self.active: list[Tracker] = []
+        if config is None:  # none configured (yet): every call is a no-op
+            return
+        experiment = config.track.experiment or config.output.name or run_dir.name.split("-", 2)[-1]
         for name in config.track.report_to:
             try:
                 self.active.append(TRACKERS[name](config, run_dir, experiment))
             except ImportError:
+                self._close_all("failed")  # the ones already started must not stay open
                 raise ConfigError(f"track.report_to: {name} is not installed; {INSTALL_HINTS[name]}") from None
+            except BaseException:
+                self._close_all("failed")
+                raise
 
     def log_params(self, params: dict[str, Any]) -> None:
         for tracker in self.active:
@@ -177,11 +183,25 @@ class Trackers:
             tracker.log_metrics(numbers, step)
 
     def finish(self, status: str, final_metrics: dict[str, Any], step: int) -> None:
-        self.log_metrics(final_metrics, step)
+        """Send the final figures and files, and close every tracker even when one of them fails."""
         files = [self.run_dir / name for name in ARTIFACTS if (self.run_dir / name).is_file()]
+        try:
+            self.log_metrics(final_metrics, step)
+            for tracker in self.active:
+                tracker.log_artifacts(files)
+        finally:
+            self._close_all(status)
+
+    def _close_all(self, status: str) -> None:
+        errors = []
         for tracker in self.active:
-            tracker.log_artifacts(files)
-            tracker.close(status)
+            try:
+                tracker.close(status)
+            except Exception as exc:
+                errors.append(exc)
+        self.active = []
+        if errors:
+            raise errors[0]
 
     def callback(self) -> TrainerCallback:
         return _ForwardLogs(self)
@@ -204,6 +224,18 @@ def eval_metrics(results: dict[str, dict[str, Any]], split: str) -> dict[str, fl
             if _is_number(value) and "confusion_matrix" not in key:
                 flat[f"{split}/{cell.replace(' · ', '/')}/{key}"] = float(value)
     return flat
+
+
+def _wandb_logged_in() -> bool:
+    """`wandb login` stores the key in ~/.netrc (or WANDB_API_KEY is set)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    import netrc
+
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
 
 
 def _train_key(key: str) -> str:

@@ -97,20 +97,30 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 def open_index(workspace: Path) -> sqlite3.Connection:
     """The workspace's index, migrated to the current schema."""
     workspace.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(workspace / INDEX_NAME, timeout=30)
+    # autocommit mode: sqlite3 would otherwise commit DDL on its own, splitting a migration from its version bump
+    conn = sqlite3.connect(workspace / INDEX_NAME, timeout=30, isolation_level=None)
     conn.row_factory = sqlite3.Row
-    migrate(conn)
+    try:
+        migrate(conn)
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
 def migrate(conn: sqlite3.Connection) -> int:
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > len(MIGRATIONS):
-        raise TunewiseError(f"the run index was written by a newer tunewise (schema {version}); upgrade tunewise")
-    for number, statement in enumerate(MIGRATIONS[version:], start=version + 1):
-        with conn:  # each migration and its version bump commit together
+    conn.execute("BEGIN IMMEDIATE")  # one writer migrates; a concurrent opener waits, then sees it done
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise TunewiseError(f"the run index was written by a newer tunewise (schema {version}); upgrade tunewise")
+        for number, statement in enumerate(MIGRATIONS[version:], start=version + 1):
             conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {number}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
     return len(MIGRATIONS)
 
 
@@ -118,49 +128,60 @@ def index_run(workspace: Path, run_path: Path) -> None:
     info = read_info(run_path)
     if info is None:
         return
-    with closing(open_index(workspace)) as conn, conn:
-        _upsert(conn, run_path, info)
+    with closing(open_index(workspace)) as conn:
+        _upsert(conn, workspace, run_path, info)
 
 
 def sync(workspace: Path) -> list[tuple[Path, RunInfo]]:
     """Index every run directory under the workspace (and forget deleted ones); newest first."""
     runs = sorted(_run_dirs(workspace), key=lambda pair: pair[1].started, reverse=True)
-    with closing(open_index(workspace)) as conn, conn:
+    with closing(open_index(workspace)) as conn:
+        conn.execute("BEGIN")
         conn.execute("DELETE FROM runs")
         for path, info in runs:
-            _upsert(conn, path, info)
+            _upsert(conn, workspace, path, info)
+        conn.execute("COMMIT")
     return runs
 
 
-def find_run(workspace: Path, ref: str) -> Path:
-    """A run by path, by directory name, or by a unique part of its name."""
+def find_run(workspace: Path, ref: str, exact: bool = False) -> Path:
+    """A run by path, by name (its path under the workspace), or, unless `exact`, by a unique part of it."""
     direct = Path(ref)
     if (direct / "run.json").is_file() or (direct / "config.yaml").is_file():
         return direct
-    matches = [path for path, _ in _run_dirs(workspace) if ref == path.name or ref in path.name]
-    exact = [p for p in matches if p.name == ref]
-    if len(exact) == 1 or len(matches) == 1:
-        return (exact or matches)[0]
-    if not matches:
-        raise TunewiseError(f"no run '{ref}' under {workspace}; `tunewise runs list` shows the runs")
-    names = ", ".join(p.name for p in matches[:5])
-    raise TunewiseError(f"'{ref}' matches {len(matches)} runs ({names}); give more of the name")
+    runs = [(path, display_name(workspace, path)) for path, _ in _run_dirs(workspace)]
+    exact_matches = [path for path, name in runs if ref in (name, path.name)]
+    if len(exact_matches) == 1:
+        return exact_matches[0]
+    matches = [] if exact else [path for path, name in runs if ref in name]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches and not exact_matches:
+        hint = " (give the whole name)" if exact else ""
+        raise TunewiseError(f"no run '{ref}' under {workspace}{hint}; `tunewise runs list` shows the runs")
+    found = exact_matches or matches
+    names = ", ".join(display_name(workspace, p) for p in found[:5])
+    raise TunewiseError(f"'{ref}' matches {len(found)} runs ({names}); give more of the name")
 
 
 def remove_run(workspace: Path, run_path: Path) -> None:
-    if not (run_path / "config.yaml").is_file():
+    """Delete one run directory: only a real run (run.json or config.yaml + metrics) inside the workspace."""
+    root, target = workspace.resolve(), run_path.resolve()
+    if root not in target.parents:
+        raise TunewiseError(f"{run_path} is not inside the workspace {workspace}; nothing removed")
+    if read_info(target) is None and _legacy_info(target) is None:
         raise TunewiseError(f"{run_path} is not a tunewise run directory; nothing removed")
-    shutil.rmtree(run_path)
-    with closing(open_index(workspace)) as conn, conn:
-        conn.execute("DELETE FROM runs WHERE path = ?", (str(run_path.resolve()),))
+    shutil.rmtree(target)
+    with closing(open_index(workspace)) as conn:
+        conn.execute("DELETE FROM runs WHERE path = ?", (str(target),))
 
 
-def _upsert(conn: sqlite3.Connection, path: Path, info: RunInfo) -> None:
+def _upsert(conn: sqlite3.Connection, workspace: Path, path: Path, info: RunInfo) -> None:
     conn.execute(
         """INSERT OR REPLACE INTO runs (name, path, status, task, model, started, finished, primary_metric,
            best_metric, validation_metric, best_validation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         (
-            path.name,
+            display_name(workspace, path),
             str(path.resolve()),
             info.shown_status,
             info.task,
@@ -175,15 +196,29 @@ def _upsert(conn: sqlite3.Connection, path: Path, info: RunInfo) -> None:
     )
 
 
-def _run_dirs(workspace: Path) -> Iterator[tuple[Path, RunInfo]]:
-    if not workspace.is_dir():
+def display_name(workspace: Path, path: Path) -> str:
+    """The run's path under the workspace: sweep trials and ablation arms live a few levels down."""
+    try:
+        return path.resolve().relative_to(workspace.resolve()).as_posix()
+    except ValueError:
+        return path.name
+
+
+_NOT_RUNS = {"checkpoints", "adapter", "plots", "tensorboard", "data", "mlartifacts", "wandb"}
+
+
+def _run_dirs(workspace: Path, depth: int = 4) -> Iterator[tuple[Path, RunInfo]]:
+    """Run directories under the workspace, including sweep trials and ablation arms (a few levels down)."""
+    if depth < 0 or not workspace.is_dir():
         return
     for path in workspace.iterdir():
-        if not path.is_dir():
+        if not path.is_dir() or path.name in _NOT_RUNS or path.name.startswith("."):
             continue
         info = read_info(path) or _legacy_info(path)
         if info is not None:
             yield path, info
+        else:
+            yield from _run_dirs(path, depth - 1)
 
 
 def _legacy_info(path: Path) -> RunInfo | None:
@@ -193,8 +228,11 @@ def _legacy_info(path: Path) -> RunInfo | None:
     started = (path / "config.yaml").stat().st_mtime
     info = RunInfo(name=path.name, status="unknown", started=started, pid=-1)
     evaluation = path / "eval.json"
-    if evaluation.is_file():
-        summary = json.loads(evaluation.read_text(encoding="utf-8"))
+    try:
+        summary = json.loads(evaluation.read_text(encoding="utf-8")) if evaluation.is_file() else None
+    except (OSError, ValueError):
+        summary = None  # a half-written eval.json: list the run anyway
+    if isinstance(summary, dict):
         info.status, info.task, info.model = "completed", summary.get("task"), summary.get("model")
         info.finished = evaluation.stat().st_mtime
         info.primary_metric = summary.get("primary_metric")

@@ -9,9 +9,10 @@ from typing import Any
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from tunewise.track.store import RunInfo, flatten, read_info, read_metrics, sync
+from tunewise.track.store import RunInfo, display_name, flatten, read_info, read_metrics, sync
 
 
 def list_runs(console: Console, workspace: Path) -> list[tuple[Path, RunInfo]]:
@@ -22,7 +23,7 @@ def list_runs(console: Console, workspace: Path) -> list[tuple[Path, RunInfo]]:
         table.add_column(column, justify="right" if column in ("best metric", "best val", "duration") else "left")
     for path, info in runs:
         table.add_row(
-            path.name,
+            escape(display_name(workspace, path)),
             info.task or "",
             _status(info.shown_status),
             _metric(info.primary_metric, info.best_metric),
@@ -36,19 +37,21 @@ def list_runs(console: Console, workspace: Path) -> list[tuple[Path, RunInfo]]:
 
 def show_run(console: Console, run: Path) -> None:
     info = read_info(run)
-    console.print(f"[bold]{run.name}[/]  {run}")
+    console.print(f"[bold]{escape(run.name)}[/]  {escape(str(run))}")
     if info is not None:
         console.print(f"status {_status(info.shown_status)}, duration {_duration(info.duration)}")
         if info.error:
-            console.print(f"[red]{info.error}[/]")
+            console.print(f"[red]{escape(info.error)}[/]")
     evaluation = _json(run / "eval.json")
-    if evaluation:
+    if evaluation and {"primary_metric", "models", "task"} <= set(evaluation):
         metric = evaluation["primary_metric"]
-        table = Table(title=f"{evaluation['task']} on {evaluation['n_examples']} {evaluation['split']} examples")
+        table = Table(
+            title=f"{evaluation['task']} on {evaluation.get('n_examples')} {evaluation.get('split')} examples"
+        )
         table.add_column("model · prompt")
         table.add_column(metric, justify="right")
         for cell, metrics in evaluation["models"].items():
-            table.add_row(cell, f"{metrics[metric]:.4f}")
+            table.add_row(escape(cell), _number(metrics.get(metric)))
         console.print(table)
         for name, diff in evaluation.get("differences", {}).items():
             console.print(
@@ -77,7 +80,7 @@ def compare_runs(console: Console, runs: list[Path]) -> dict[str, Any]:
         evaluation = _json(run / "eval.json") or {}
         metric = evaluation.get("primary_metric")
         for cell, metrics in evaluation.get("models", {}).items():
-            rows.setdefault(f"{metric} · {cell}", [""] * len(runs))[index] = f"{metrics[metric]:.4f}"
+            rows.setdefault(f"{metric} · {cell}", [""] * len(runs))[index] = _number(metrics.get(metric))
         end = _train_end(run) or {}
         if end.get("best_metric") is not None:
             rows.setdefault("best validation metric", [""] * len(runs))[index] = f"{end['best_metric']:.4f}"
@@ -90,7 +93,7 @@ def compare_runs(console: Console, runs: list[Path]) -> dict[str, Any]:
     for name in names:
         table.add_column(name, justify="right")
     for label, values in rows.items():
-        table.add_row(label, *values)
+        table.add_row(escape(label), *values)
     console.print(table)
 
     diff = config_diff(runs)
@@ -99,13 +102,13 @@ def compare_runs(console: Console, runs: list[Path]) -> dict[str, Any]:
     for name in names:
         diff_table.add_column(name)
     for key, values in diff.items():
-        diff_table.add_row(key, *[json.dumps(v) for v in values])
+        diff_table.add_row(escape(key), *[escape(json.dumps(v, ensure_ascii=False)) for v in values])
     console.print(diff_table)
     return {"metrics": rows, "config_diff": diff}
 
 
 def config_diff(runs: list[Path]) -> dict[str, list[Any]]:
-    configs = [flatten(yaml.safe_load((r / "config.yaml").read_text(encoding="utf-8")) or {}) for r in runs]
+    configs = [flatten(_yaml(r / "config.yaml")) for r in runs]
     keys = sorted({k for c in configs for k in c})
     missing = object()
     diff = {}
@@ -120,11 +123,24 @@ def _train_end(run: Path) -> dict[str, Any] | None:
     return next((m for m in reversed(read_metrics(run / "metrics.jsonl")) if m.get("event") == "train_end"), None)
 
 
+def _yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) else ""
+
+
 def _json(path: Path) -> dict[str, Any] | None:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        loaded = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    return loaded if isinstance(loaded, dict) else None
 
 
 def _metric(name: str | None, value: float | None) -> str:

@@ -19,6 +19,8 @@ from tunewise.data.encode import Encoded
 from tunewise.errors import ConfigError
 from tunewise.train.callbacks import DivergenceMonitor, MetricsLogger, TaskMetric
 from tunewise.train.collate import PaddingCollator
+from tunewise.train.loss import completion_only_loss
+from tunewise.train.packing import PackingCollator, enable_varlen_attention
 
 
 @dataclass
@@ -122,6 +124,9 @@ def train(
     if not val_items:
         raise ConfigError("no validation examples: early stopping needs data.val or data.val_fraction")
     peft_model = add_lora(model, cfg)
+    if collator is None and cfg.train.packing:
+        enable_varlen_attention(peft_model)  # per-example SDPA; plain sdpa for padded and generation calls
+        collator, loss_fn = PackingCollator(), loss_fn or completion_only_loss
     trainable, total = peft_model.get_nb_trainable_parameters()
     console.print(f"LoRA r={cfg.lora.r}: trainable params {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
 
