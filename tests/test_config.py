@@ -103,3 +103,19 @@ def test_task_metric_must_belong_to_the_evaluation_task():
         validate_config({**_minimal(), "train": {"metric": "rougeL"}})
     summarization = {"data": {"train": "t.jsonl", "kind": "completion"}, "eval": {"task": "summarization"}}
     assert validate_config({**summarization, "train": {"metric": "rougeL"}}).train.metric == "eval_rougeL"
+
+
+def test_a_dumped_config_loads_from_another_folder(tmp_path: Path, monkeypatch):
+    from tunewise.config import dump_config, load_config
+
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "data" / "train.jsonl").write_text('{"text": "a", "label": "x"}\n')
+    (project / "config.yaml").write_text("data:\n  train: data/train.jsonl\n")
+    monkeypatch.chdir(tmp_path)
+    config = load_config(Path("project/config.yaml"))
+    copy = tmp_path / "runs" / "run-1" / "config.yaml"
+    copy.parent.mkdir(parents=True)
+    copy.write_text(dump_config(config))
+    assert load_config(copy).data.train.resolve() == (project / "data" / "train.jsonl").resolve()
+    assert load_config(copy).data.train.is_file()

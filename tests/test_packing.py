@@ -22,7 +22,7 @@ from tunewise.train.loss import completion_only_loss, completion_positions, mode
 from tunewise.train.packing import PackingCollator, enable_varlen_attention
 from tunewise.train.trainer import train
 
-torch.set_num_threads(1)  # the machine is shared with a real training job
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 ATTENTION = ["sdpa", "eager", "varlen"]
 ATOL = 1e-4
 

@@ -348,4 +348,10 @@ def _resolve_data_paths(data: DataConfig, base: Path) -> None:
 
 
 def dump_config(config: Config) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    """YAML of the config, loadable from anywhere: file paths are written absolute (a relative path
+    would be read against the new file's folder, not the one it was written for)."""
+    raw = config.model_dump(mode="json")
+    for section, key in (("data", "train"), ("data", "val"), ("data", "test"), ("curate", "output"), ("ablate", "raw")):
+        if raw.get(section) and raw[section].get(key):
+            raw[section][key] = str(Path(raw[section][key]).resolve())
+    return yaml.safe_dump(raw, sort_keys=False)
