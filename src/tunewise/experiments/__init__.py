@@ -7,7 +7,6 @@ needs optuna.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,17 +16,15 @@ from rich.console import Console
 
 from tunewise.config import Config
 from tunewise.evaluate.stats import Difference, macro_f1_from_indices, paired_bootstrap
+from tunewise.track.rundir import run_name
 
 if TYPE_CHECKING:
     from tunewise.evaluate.tasks import EvalTask
 
 
 def experiment_name(config: Config, config_path: Path) -> str:
-    """output.name, else the config file's stem, else (for examples/<name>/config.yaml) its folder: as run dirs."""
-    name = config.output.name or config_path.stem
-    if name == "config":
-        name = config_path.resolve().parent.name
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "experiment"
+    """Named as run directories are (see `run_name`)."""
+    return run_name(config, config_path, fallback="experiment")
 
 
 def curated_once(config: Config, console: Console) -> Config:

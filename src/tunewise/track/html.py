@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from jinja2 import DictLoader
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -25,7 +24,7 @@ from tunewise.config import greater_is_better
 from tunewise.errors import TunewiseError
 from tunewise.track import plots
 from tunewise.track.report_templates import TEMPLATES
-from tunewise.track.store import flatten, read_metrics
+from tunewise.track.store import flatten, read_json, read_metrics, read_yaml
 
 EVAL_OVERHEAD = {"eval_loss", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second"}
 Series = list[tuple[int, float]]
@@ -95,21 +94,21 @@ def is_run(path: Path) -> bool:
 
 
 def load_run(path: Path) -> Run:
-    config = _read_yaml(path / "config.yaml")
+    config = read_yaml(path / "config.yaml")
     rejects = path / "rejects.jsonl"
     run = Run(
         path=path,
         config=config,
         metrics=read_metrics(path / "metrics.jsonl"),
-        eval=_as_dict(_read_json(path / "eval.json")),
-        matrix=_as_dict(_read_json(path / "eval_matrix.json")),
-        info=_as_dict(_read_json(path / "run.json")),
+        eval=_as_dict(read_json(path / "eval.json")),
+        matrix=_as_dict(read_json(path / "eval_matrix.json")),
+        info=_as_dict(read_json(path / "run.json")),
         n_rejects=sum(1 for line in rejects.read_text(errors="replace").splitlines() if line.strip())
         if rejects.is_file()
         else None,
     )
     run.curation_path = find_curation_report(path, config)
-    run.curation = _as_dict(_read_json(run.curation_path)) if run.curation_path else None
+    run.curation = _as_dict(read_json(run.curation_path)) if run.curation_path else None
     return run
 
 
@@ -286,12 +285,12 @@ def metric_rows(run: Run) -> dict[str, Any]:
 
 
 def render_sweep(sweep: Path, out: Path) -> Path:
-    raw = _read_json(sweep / "trials.json")
+    raw = read_json(sweep / "trials.json")
     listing = raw.get("trials", []) if isinstance(raw, dict) else raw if isinstance(raw, list) else []
     trials = [{**t, "run_dir": _under(t.get("run_dir"), sweep)} for t in listing if isinstance(t, dict)]
     best_path = sweep / "best.yaml"
     best_yaml = best_path.read_text(encoding="utf-8", errors="replace") if best_path.is_file() else None
-    train_cfg = (_read_yaml(best_path).get("train") or {}) if best_yaml else {}
+    train_cfg = (read_yaml(best_path).get("train") or {}) if best_yaml else {}
     direction = raw.get("direction") if isinstance(raw, dict) else None
     if direction not in ("minimize", "maximize"):
         # The Trainer's rule for the metric's direction, unless the config says.
@@ -439,20 +438,6 @@ def _slug(text: str) -> str:
 
 def _as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        return _as_dict(yaml.safe_load(path.read_text(encoding="utf-8")))
-    except (OSError, yaml.YAMLError):
-        return {}
 
 
 # ---- templates (autoescaped; the CSP forbids script and any fetch, so the page is inert) -----------

@@ -34,11 +34,16 @@ class RunDir:
         return self.write_jsonl("rejects.jsonl", [r.to_json() for r in rejects], append=True)
 
 
-def create_run_dir(config: Config, config_path: Path) -> RunDir:
+def run_name(config: Config, config_path: Path, fallback: str = "run") -> str:
+    """output.name, else the config file's stem, else (for examples/<name>/config.yaml) its folder."""
     name = config.output.name or config_path.stem
-    if name == "config":  # examples/<name>/config.yaml -> use the example's folder name
+    if name == "config":
         name = config_path.resolve().parent.name
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "run"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or fallback
+
+
+def create_run_dir(config: Config, config_path: Path) -> RunDir:
+    slug = run_name(config, config_path)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = config.output.dir / f"{stamp}-{slug}"
     suffix = 1

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tunewise.config import greater_is_better
 from tunewise.errors import TunewiseError
 
@@ -92,6 +94,23 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
         if isinstance(row, dict):
             rows.append(row)
     return rows
+
+
+def read_json(path: Path) -> Any:
+    """A run file's JSON, or None when it is missing or half-written."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A run's config.yaml as a dict ({} when missing or unreadable)."""
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
 
 
 def open_index(workspace: Path) -> sqlite3.Connection:

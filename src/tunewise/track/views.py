@@ -7,12 +7,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tunewise.track.store import RunInfo, display_name, flatten, read_info, read_metrics, sync
+from tunewise.track.store import RunInfo, display_name, flatten, read_info, read_json, read_metrics, read_yaml, sync
 
 
 def list_runs(console: Console, workspace: Path) -> list[tuple[Path, RunInfo]]:
@@ -108,7 +107,7 @@ def compare_runs(console: Console, runs: list[Path]) -> dict[str, Any]:
 
 
 def config_diff(runs: list[Path]) -> dict[str, list[Any]]:
-    configs = [flatten(_yaml(r / "config.yaml")) for r in runs]
+    configs = [flatten(read_yaml(r / "config.yaml")) for r in runs]
     keys = sorted({k for c in configs for k in c})
     missing = object()
     diff = {}
@@ -123,23 +122,12 @@ def _train_end(run: Path) -> dict[str, Any] | None:
     return next((m for m in reversed(read_metrics(run / "metrics.jsonl")) if m.get("event") == "train_end"), None)
 
 
-def _yaml(path: Path) -> dict[str, Any]:
-    try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return {}
-    return loaded if isinstance(loaded, dict) else {}
-
-
 def _number(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, int | float) else ""
 
 
 def _json(path: Path) -> dict[str, Any] | None:
-    try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    loaded = read_json(path)
     return loaded if isinstance(loaded, dict) else None
 
 
