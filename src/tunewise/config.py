@@ -122,7 +122,7 @@ class TrainConfig(Section):
     divergence_evals: int = Field(3, gt=0, description="warn when val loss rises while train loss falls")
     seed: int = 42
     packing: bool = Field(
-        False, description="padding-free packed batches + LM head on answer tokens only (same loss, less work)"
+        True, description="padding-free packed batches + LM head on answer tokens only (same loss, less work)"
     )
 
 
