@@ -49,6 +49,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests examples bench
 
 bench: $(STAMP)
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/label_scoring.py
 	$(BIN)/python bench/curate_throughput.py
 	$(BIN)/python bench/generation_throughput.py
