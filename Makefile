@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-summaries sweep-demo ablate-demo report test test-slow lint bench install browser clean
+.PHONY: demo demo-summaries sweep-demo ablate-demo report test test-slow test-crash lint bench install browser clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -43,6 +43,10 @@ test: $(STAMP) browser
 
 test-slow: $(STAMP)
 	$(BIN)/pytest -q -m slow
+
+# The SIGKILL crash loop alone, with its figures (kill points, resumes, mismatches)
+test-crash: $(STAMP)
+	$(BIN)/pytest -q -m slow tests/crash -s
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples bench

@@ -49,16 +49,37 @@ AllowCode = Annotated[
 ]
 
 
+ResumeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--resume",
+        help="continue an unfinished run from its newest valid checkpoint: the newest of this config, or "
+        "RUN_DIR given after the config (`--resume runs/<run>`). Unfinished runs of the same config and data "
+        "are continued without it too",
+    ),
+]
+FreshOpt = Annotated[bool, typer.Option("--fresh", help="start a new run even if an unfinished one can be resumed")]
+
+
 @app.command()
-def run(config: ConfigArg, overrides: OverridesArg = None, allow_code_execution: AllowCode = False) -> None:
+def run(
+    config: ConfigArg,
+    overrides: OverridesArg = None,
+    allow_code_execution: AllowCode = False,
+    resume: ResumeOpt = False,
+    fresh: FreshOpt = False,
+) -> None:
     """(Curate if configured,) evaluate the base model, fine-tune with LoRA, evaluate it, compare."""
-    _pipeline(config, _with_code_flag(overrides, allow_code_execution), do_train=True, do_eval=True)
+    overrides = _with_code_flag(overrides, allow_code_execution)
+    _pipeline(config, overrides, do_train=True, do_eval=True, resume_flags=(resume, fresh))
 
 
 @app.command()
-def train(config: ConfigArg, overrides: OverridesArg = None) -> None:
+def train(
+    config: ConfigArg, overrides: OverridesArg = None, resume: ResumeOpt = False, fresh: FreshOpt = False
+) -> None:
     """Fine-tune only: writes the run directory with the best adapter and metrics.jsonl."""
-    _pipeline(config, overrides, do_train=True, do_eval=False)
+    _pipeline(config, overrides, do_train=True, do_eval=False, resume_flags=(resume, fresh))
 
 
 @app.command("eval")
@@ -201,13 +222,41 @@ def runs_rm(
             console.print(f"removed {path}")
 
 
-def _pipeline(config_path: Path, overrides: list[str] | None, **kwargs: object) -> None:
+def _pipeline(
+    config_path: Path, overrides: list[str] | None, resume_flags: tuple[bool, bool] | None = None, **kwargs: object
+) -> None:
     with _user_errors():
         from tunewise.config import load_config
         from tunewise.pipeline import run as run_pipeline
 
+        overrides, request = _resume_request(overrides or [], resume_flags)
         config = load_config(config_path, overrides)
-        run_pipeline(config, config_path, console, **kwargs)  # type: ignore[arg-type]
+        run_pipeline(config, config_path, console, resume=request, **kwargs)  # type: ignore[arg-type]
+
+
+def _resume_request(overrides: list[str], flags: tuple[bool, bool] | None) -> tuple[list[str], object]:
+    """(overrides, ResumeRequest or None). `--resume RUN_DIR`: overrides always contain '=', a path does not."""
+    if flags is None:
+        return overrides, None
+    from tunewise.track.resume import ResumeRequest
+
+    resume, fresh = flags
+    paths = [o for o in overrides if "=" not in o]
+    if resume and fresh:
+        raise TunewiseError("--resume and --fresh contradict each other; give one")
+    if paths and not resume:
+        raise TunewiseError(
+            f"override '{paths[0]}': expected KEY=VALUE, e.g. train.lr=1e-4 (a run to resume goes after --resume)"
+        )
+    if len(paths) > 1:
+        raise TunewiseError(f"--resume takes one run directory, got {len(paths)}: {', '.join(paths)}")
+    rest = [o for o in overrides if "=" in o]
+    if resume:
+        run_dir = Path(paths[0]) if paths else None
+        if run_dir is not None and not run_dir.is_dir():
+            raise TunewiseError(f"--resume {run_dir}: no such run directory")
+        return rest, ResumeRequest("resume", run_dir)
+    return rest, ResumeRequest("fresh" if fresh else "auto")
 
 
 @contextmanager

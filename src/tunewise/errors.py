@@ -23,3 +23,11 @@ class DataError(TunewiseError):
 
 class ModelLoadError(TunewiseError):
     pass
+
+
+class RenderError(TunewiseError):
+    """One record's prompt could not be rendered (its content, not the config, is to blame)."""
+
+    def __init__(self, reason: str, where: str = "") -> None:
+        self.reason, self.where = reason, where  # the reason without the location, for a reject
+        super().__init__(f"{where}: {reason}" if where else reason)

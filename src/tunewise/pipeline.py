@@ -28,7 +28,10 @@ from tunewise.report import print_comparison, print_data_summary, print_matrix
 from tunewise.track import RunDir, create_run_dir
 from tunewise.track.env import environment
 from tunewise.track.integrations import Trackers, check_installed, eval_metrics
-from tunewise.track.store import RunInfo, best_of, flatten, index_run, read_metrics, write_info
+from tunewise.track.resume import ResumeRequest, select_run_dir
+from tunewise.track.store import RunInfo, best_of, flatten, index_run, read_info, read_json, read_metrics, write_info
+
+BASE_EVAL = "base_eval.json"  # the base model's results, kept until the run completes so a resume skips them
 
 
 def run(
@@ -39,29 +42,41 @@ def run(
     do_eval: bool = True,
     adapters: list[Path] | None = None,
     callbacks: list[Any] | None = None,
+    resume: ResumeRequest | None = None,
 ) -> RunDir:
-    """`callbacks` are extra transformers TrainerCallbacks (e.g. a sweep's pruning hook)."""
+    """`callbacks` are extra transformers TrainerCallbacks (e.g. a sweep's pruning hook). `resume` (training
+    only) continues an unfinished run of the same config in its directory instead of starting a new one."""
     started = time.time()
     check_installed(config)
     raw_data = config.data.train if config.curate is not None else None
     if config.curate is not None:
         config = with_curated_data(config, curate(config, console).splits)
-    run_dir = create_run_dir(config, config_path)
+    existing = select_run_dir(config, config_path, resume, console) if resume and do_train else None
+    run_dir = RunDir(existing) if existing else create_run_dir(config, config_path)
     console.print(f"run directory: {run_dir.path}")
     info = RunInfo(run_dir.path.name, task=config.eval_task, model=config.model.name)
+    previous = read_info(run_dir.path) if existing else None
+    if previous is not None:  # the same run, continued: keep its start, count the resumes
+        info.started, info.resumes = previous.started, previous.resumes + 1
     info.validation_metric = config.train.metric if do_train else None
     write_info(run_dir.path, info)
     trackers = Trackers(None, run_dir.path)
     try:
-        run_dir.write_json("env.json", environment(config, raw_data))
+        if not existing or not (run_dir.path / "env.json").is_file():  # a resume keeps the data hashes it checked
+            run_dir.write_json("env.json", environment(config, raw_data))
         trackers = Trackers(config, run_dir.path)
         trackers.log_params(flatten(config.model_dump(mode="json")))
         extra_callbacks = [*(callbacks or []), trackers.callback()]
-        outcome = _experiment(config, run_dir, console, do_train, do_eval, adapters or [], extra_callbacks)
+        outcome = _experiment(
+            config, run_dir, console, do_train, do_eval, adapters or [], extra_callbacks, resuming=bool(existing)
+        )
     except BaseException as exc:
         info.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         info.error = f"{type(exc).__name__}: {exc}"[:2000]
-        _finish(config, run_dir, info, trackers, {}, console)
+        try:
+            _finish(config, run_dir, info, trackers, {}, console)
+        except Exception as secondary:  # e.g. the disk is full: the original error is the one to show
+            console.print(f"[yellow]warning: recording the failure failed: {escape(str(secondary))}[/]")
         raise
     info.status = "completed"
     info.primary_metric = outcome.primary_metric
@@ -69,6 +84,7 @@ def run(
     info.best_metric = best_of(scores, outcome.primary_metric)
     if outcome.train_summary:
         info.best_validation = outcome.train_summary["best_metric"]
+    (run_dir.path / BASE_EVAL).unlink(missing_ok=True)  # in eval.json and predictions.jsonl now
     _finish(config, run_dir, info, trackers, eval_metrics(outcome.results, config.eval.split), console)
     console.print(f"done in {time.time() - started:.0f} s; outputs in {run_dir.path}")
     return run_dir
@@ -112,9 +128,12 @@ def _experiment(
     do_eval: bool,
     adapters: list[Path],
     callbacks: list[Any],
+    resuming: bool = False,
 ) -> Outcome:
     """Data -> base evaluation -> training -> fine-tuned evaluation, written into the run directory."""
     splits = load_splits(config.data, config.train.seed)  # before the model: bad data fails in a second
+    if resuming:
+        (run_dir.path / "rejects.jsonl").unlink(missing_ok=True)  # written again below, not appended twice
     rejects_path = run_dir.write_rejects(splits.rejects)
     print_data_summary(console, splits, rejects_path)
     task = task_for(config.data.kind, splits.labels, config.eval, config.train.max_length)
@@ -133,17 +152,27 @@ def _experiment(
 
     def evaluate_all(model_name: str) -> None:
         for variant, variant_renderer in renderers.items():
-            cell = model_name if variant == DEFAULT_PROMPT else f"{model_name} · {variant}"
+            cell = _cell(model_name, variant)
             results[cell], predictions[cell] = _evaluate(
                 task, model, tokenizer, variant_renderer, eval_records, config, console, cell
             )
 
     if do_eval and config.eval.base:
-        with model.disable_adapter() if adapter_cells else nullcontext():
-            evaluate_all("base")
+        stored = read_json(run_dir.path / BASE_EVAL) if resuming else None
+        if isinstance(stored, dict) and set(stored.get("results", {})) == {_cell("base", v) for v in renderers}:
+            results.update(stored["results"])
+            predictions.update(stored["predictions"])
+            console.print(f"base model: results of the interrupted run reused ({BASE_EVAL})")
+        else:
+            with model.disable_adapter() if adapter_cells else nullcontext():
+                evaluate_all("base")
+            if do_train:
+                run_dir.write_json(BASE_EVAL, {"results": results, "predictions": predictions})
     train_summary: dict[str, Any] | None = None
     if do_train:
-        model, train_summary = _train(model, tokenizer, config, splits, renderer, run_dir, console, callbacks)
+        model, train_summary = _train(
+            model, tokenizer, config, splits, renderer, run_dir, console, callbacks, resume=resuming
+        )
     if do_eval and do_train:
         evaluate_all("fine-tuned")
     for name in adapter_cells if do_eval else ():
@@ -165,6 +194,10 @@ def _experiment(
             print_matrix(console, matrix, task.primary_metric)
             run_dir.write_json("eval_matrix.json", matrix)
     return Outcome(results, train_summary, task.primary_metric)
+
+
+def _cell(model_name: str, variant: str) -> str:
+    return model_name if variant == DEFAULT_PROMPT else f"{model_name} · {variant}"
 
 
 def _matrix(task: EvalTask, results: dict[str, Any], predictions: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -205,6 +238,7 @@ def _train(
     run_dir: RunDir,
     console: Console,
     callbacks: list[Any] | None = None,
+    resume: bool = False,
 ) -> tuple[Any, dict[str, Any]]:
     from tunewise.train import train  # imports the Trainer stack only when training
 
@@ -243,6 +277,7 @@ def _train(
         console,
         task_metric=_task_metric(config, tokenizer, splits, renderer),
         extra_callbacks=callbacks,
+        resume=resume,
     )
     summary = {
         "steps": result.steps,
@@ -255,6 +290,7 @@ def _train(
         "trainable_params": result.trainable_params,
         "total_params": result.total_params,
         "adapter": str(result.adapter_dir),
+        "resumed_from_step": result.resumed_from,
     }
     if result.stopped_early:
         console.print(f"early stopping at step {result.steps} of {result.planned_steps}")

@@ -22,10 +22,24 @@ def shingles(key: str, kind: str, size: int) -> set[str]:
     return {key[i : i + size] for i in range(max(1, len(key) - size + 1))}
 
 
+# datasketch hashes a batch as one [batch, num_perm] uint64 array: a 1 MB record in one batch took ~1.1 GB
+# (5 MB: ~5.5 GB). Batches of this many shingles bound that to ~8 MB; the signature (a running minimum) is
+# the same.
+SHINGLE_BATCH = 8192
+
+
 def minhashes(keys: list[str], kind: str, size: int, num_perm: int) -> list:
     from datasketch import MinHash
 
-    return MinHash.bulk([[s.encode() for s in shingles(k, kind, size)] for k in keys], num_perm=num_perm)
+    base = MinHash(num_perm=num_perm)  # its permutations are drawn once and copied, as MinHash.bulk does
+    signatures = []
+    for key in keys:
+        signature = base.copy()
+        values = [s.encode() for s in shingles(key, kind, size)]
+        for start in range(0, len(values), SHINGLE_BATCH):
+            signature.update_batch(values[start : start + SHINGLE_BATCH])
+        signatures.append(signature)
+    return signatures
 
 
 @dataclass

@@ -61,7 +61,7 @@ class CurationResult:
 
 
 def build_step(
-    settings: StepSettings, labels: list[str] | None, lengths_of: Callable[[list[Record]], list[int]] | None
+    settings: StepSettings, labels: list[str] | None, lengths_of: Callable[[list[Record]], list[int | str]] | None
 ) -> Step:
     name = settings.step  # type: ignore[attr-defined]
     if name == "validate":
@@ -76,7 +76,7 @@ def run_steps(
     ctx: Context,
     console: Console,
     labels: list[str] | None = None,
-    lengths_of: Callable[[list[Record]], list[int]] | None = None,
+    lengths_of: Callable[[list[Record]], list[int | str]] | None = None,
 ) -> CurationResult:
     n_input = len(records) + len(read_rejects)
     rejects = [replace_stage(r, "validate") for r in read_rejects]

@@ -20,6 +20,8 @@ from tunewise.data.records import Record
 MIN_PER_CLASS = 300  # below a few hundred examples per class, fine-tunes rarely beat few-shot prompting
 MIN_GENERATIVE = 2000
 DOMINANT_SHARE = 0.6
+MAX_PLOTTED_CLASSES = 30
+MAX_TICK_CHARS = 24
 
 
 def build_report(
@@ -93,16 +95,26 @@ def _bar_png(balance: dict[str, dict[str, int]]) -> str:
     import matplotlib.pyplot as plt
 
     labels = sorted(set(balance["before"]) | set(balance["after"]))
+    if len(labels) > MAX_PLOTTED_CLASSES:  # the largest classes; hundreds of bars are unreadable and slow
+        by_size = sorted(labels, key=lambda k: -balance["before"].get(k, 0))
+        labels = sorted(by_size[:MAX_PLOTTED_CLASSES])
     fig, ax = plt.subplots(figsize=(6, 3))
     x = range(len(labels))
     ax.bar([i - 0.2 for i in x], [balance["before"].get(k, 0) for k in labels], 0.4, label="input")
     ax.bar([i + 0.2 for i in x], [balance["after"].get(k, 0) for k in labels], 0.4, label="curated train")
-    ax.set_xticks(list(x), labels)
+    ax.set_xticks(list(x), [_tick(label) for label in labels])
     ax.set_yscale("log")
     ax.set_ylabel("records (log)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: tall bars must stay visible
     ax.set_title("Class balance")
     return _png(fig)
+
+
+def _tick(label: str) -> str:
+    """A label as plain tick text: cut short, and with `$` escaped (matplotlib parses $...$ as math, and a
+    label like "$x^$" from the data would fail the whole report)."""
+    label = label if len(label) <= MAX_TICK_CHARS else label[: MAX_TICK_CHARS - 1] + "…"
+    return label.replace("$", r"\$")
 
 
 def _hist_png(before: list[Record], after: list[Record]) -> str:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from tunewise.config import Config
 from tunewise.curate.base import Context
@@ -14,7 +15,7 @@ from tunewise.curate.pipeline import CurationResult, run_steps, write_splits
 from tunewise.curate.report import build_report, write_report
 from tunewise.data.records import Record, Reject
 from tunewise.data.splits import load_file
-from tunewise.errors import ConfigError
+from tunewise.errors import ConfigError, RenderError
 
 
 @dataclass
@@ -31,7 +32,9 @@ def curate(config: Config, console: Console) -> CurateOutcome:
     cfg = config.curate
     # Curation accounts for bad rows instead of stopping on the first one.
     data = config.data.model_copy(update={"on_error": "skip"})
-    records, read_rejects, _ = load_file(data.train, data)
+    records, read_rejects, total = load_file(data.train, data)
+    if total == 0:  # still write the (empty) outputs and report, but say why they are empty
+        console.print(f"[yellow]warning: {escape(str(data.train))} holds no records (empty, or only blank lines)[/]")
     reference: list[Record] = []
     passthrough_rejects: list[Reject] = []
     for split in ("val", "test"):
@@ -59,10 +62,11 @@ def curate(config: Config, console: Console) -> CurateOutcome:
     return CurateOutcome(splits, report_json, report_html, result)
 
 
-def _lengths_fn(config: Config) -> Callable[[list[Record]], list[int]]:
-    """Token counts of the fully rendered examples; the tokenizer loads only if a step asks."""
+def _lengths_fn(config: Config) -> Callable[[list[Record]], list[int | str]]:
+    """Token counts of the fully rendered examples; the tokenizer loads only if a step asks. A record that
+    cannot be rendered (e.g. a chat the model's template refuses) gets the reason instead of a count."""
 
-    def lengths_of(records: list[Record]) -> list[int]:
+    def lengths_of(records: list[Record]) -> list[int | str]:
         from tunewise.data.encode import prompt_prefix, special_prefix
         from tunewise.data.prompt import PromptRenderer
         from tunewise.models import load_tokenizer
@@ -73,12 +77,19 @@ def _lengths_fn(config: Config) -> Callable[[list[Record]], list[int]]:
         # The label list is part of the default prompt: measure with the labels training will see.
         labels = config.data.labels or sorted({r.label for r in records if r.label is not None})
         renderer = PromptRenderer(config.prompt, config.data.kind, tokenizer, labels)
-        segments = [renderer.segments(r) for r in records]
-        flat = [segment.text for parts in segments for segment in parts]
+        segments: list[list | str] = []
+        for record in records:
+            try:
+                segments.append(renderer.segments(record))
+            except RenderError as exc:  # this record's content; config errors still stop the run
+                segments.append(exc.reason)
+        flat = [segment.text for parts in segments if not isinstance(parts, str) for segment in parts]
         counts = iter(map(len, tokenizer(flat, add_special_tokens=False)["input_ids"]) if flat else [])
         prefix = special_prefix(tokenizer)
         return [
-            len(prompt_prefix(tokenizer, parts[0].text, prefix)) + sum(next(counts) for _ in parts)
+            parts
+            if isinstance(parts, str)
+            else len(prompt_prefix(tokenizer, parts[0].text, prefix)) + sum(next(counts) for _ in parts)
             for parts in segments
         ]
 

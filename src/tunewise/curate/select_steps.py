@@ -129,6 +129,9 @@ class Split:
         open_ = [i for i, r in enumerate(records) if r.split is None]
         existing = {r.split for r in records} | set(ctx.reference_splits)
         n = len(open_)
+        if n == 0:  # every record was dropped earlier: nothing to split, and no reason to stop the report
+            yield from map(keep, records)
+            return
         n_test = 0 if "test" in existing else _size(self.settings.test, n)
         n_val = 0 if "val" in existing else _size(self.settings.val, n)
         if n_test + n_val >= n:

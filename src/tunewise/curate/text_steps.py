@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from collections import Counter, defaultdict
@@ -18,6 +19,7 @@ from tunewise.curate.settings import (
     QualityStep,
     ValidateStep,
 )
+from tunewise.data.readers import brief, known_labels
 from tunewise.data.records import ANSWER_FIELDS, TEXT_FIELDS, Record
 from tunewise.errors import ConfigError
 
@@ -26,19 +28,22 @@ from tunewise.errors import ConfigError
 class Validate:
     settings: ValidateStep
     labels: list[str] | None = None
-    lengths_of: Callable[[list[Record]], list[int]] | None = None  # tokens of each rendered example
+    # tokens of each rendered example, or why it cannot be rendered
+    lengths_of: Callable[[list[Record]], list[int | str]] | None = None
     name: str = "validate"
 
     def __call__(self, records: list[Record], ctx: Context) -> Iterator[Verdict]:
         allowed = set(self.labels or [])
         limit = self.settings.max_tokens
-        lengths = self.lengths_of(records) if limit and self.lengths_of else [0] * len(records)
+        lengths: list[int | str] = self.lengths_of(records) if limit and self.lengths_of else [0] * len(records)
         for record, n in zip(records, lengths, strict=True):
-            if allowed and record.label is not None and record.label not in allowed:
+            if isinstance(n, str):
+                yield drop(record, "format:unrenderable", f"the prompt cannot be rendered: {n}")
+            elif allowed and record.label is not None and record.label not in allowed:
                 yield drop(
                     record,
                     "label:unknown_label",
-                    f"unknown label {record.label!r} (known: {', '.join(self.labels or [])})",
+                    f"unknown label {brief(record.label)} (known: {known_labels(self.labels or [])})",
                 )
             elif limit and n > limit:
                 yield drop(record, "length:too_many_tokens", f"{n} tokens > max_tokens {limit}")
@@ -240,6 +245,8 @@ class Confidence:
                 score = float(value) if value not in (None, "") else None
             except (TypeError, ValueError):
                 score = None
+            if score is not None and not math.isfinite(score):
+                score = None  # NaN would pass every threshold (NaN < min is False): it is no confidence value
             if score is None:
                 yield (keep(record) if s.keep_missing else drop(record, "label:no_confidence", f"no '{s.field}' value"))
             elif score < s.min:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +12,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from tunewise.config import PromptSettings
 from tunewise.data.records import ANSWER_FIELDS, Record
-from tunewise.errors import ConfigError, TunewiseError
+from tunewise.errors import ConfigError, RenderError
 
 DEFAULT_TEMPLATES = {
     "classification": "Classify the text as one of: {{ labels | join(', ') }}.\n\nText: {{ text }}",
@@ -18,6 +20,7 @@ DEFAULT_TEMPLATES = {
     "alpaca": "{{ instruction }}{% if input %}\n\n{{ input }}{% endif %}",
     "chat": "",
 }
+SANDBOX_HINT = "(not allowed: a template may use the record's fields, `labels` and filters, not Python internals)"
 _SENTINEL = "\x00TUNEWISE-ANSWER\x00"
 
 
@@ -37,8 +40,10 @@ class PromptRenderer:
         tokenizer: Any,
         labels: list[str] | None = None,
         shots: list[Record] | None = None,
+        field: str = "prompt.template",
     ) -> None:
         self.cfg, self.kind, self.tokenizer = cfg, kind, tokenizer
+        self.field = field  # the config key the template came from, for error messages
         self.shots = list(shots or [])[: cfg.few_shot]
         if self.shots and kind == "chat":
             raise ConfigError("prompt.few_shot is for classification, completion and alpaca data, not chat")
@@ -47,7 +52,7 @@ class PromptRenderer:
         try:
             self.template = env.from_string(cfg.template or DEFAULT_TEMPLATES[kind])
         except TemplateError as exc:
-            raise ConfigError(f"prompt.template: line {getattr(exc, 'lineno', '?')}: {exc}") from None
+            raise ConfigError(f"{field}: line {getattr(exc, 'lineno', '?')}: {exc}") from None
         self.use_chat = cfg.chat_template
         if self.use_chat and not getattr(tokenizer, "chat_template", None):
             raise ConfigError(
@@ -61,6 +66,10 @@ class PromptRenderer:
 
     def prompt(self, record: Record) -> str:
         """Everything the model sees before its answer (for chat: before the last assistant turn)."""
+        with _located(record):
+            return self._prompt(record)
+
+    def _prompt(self, record: Record) -> str:
         if self.kind == "chat":
             messages = self._messages(record)
             answers = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
@@ -90,9 +99,10 @@ class PromptRenderer:
         return str(record.fields[ANSWER_FIELDS[self.kind]])
 
     def segments(self, record: Record) -> list[Segment]:
-        if self.kind != "chat":
-            return [Segment(self.prompt(record), False), Segment(self.answer(self.target(record)), True)]
-        return self._chat_segments(self._messages(record))
+        with _located(record):
+            if self.kind != "chat":
+                return [Segment(self._prompt(record), False), Segment(self.answer(self.target(record)), True)]
+            return self._chat_segments(self._messages(record))
 
     # -- internals ---------------------------------------------------------------------------------
 
@@ -101,11 +111,13 @@ class PromptRenderer:
         try:
             return self.template.render(**variables)
         except SecurityError as exc:
-            raise ConfigError(f"prompt.template: blocked by the sandbox: {exc}") from None
+            raise ConfigError(f"{self.field}: blocked by the sandbox: {exc} {SANDBOX_HINT}") from None
         except TemplateError as exc:
             if "unsafe" in str(exc):  # the sandbox answers forbidden attributes with an "unsafe" undefined
-                raise ConfigError(f"prompt.template: blocked by the sandbox: {exc}") from None
-            raise TunewiseError(f"{record.where}: prompt.template failed: {exc}") from None
+                raise ConfigError(f"{self.field}: blocked by the sandbox: {exc} {SANDBOX_HINT}") from None
+            raise RenderError(f"{self.field} failed: {exc}") from None
+        except RecursionError:  # a recursive macro
+            raise ConfigError(f"{self.field}: recursion too deep while rendering") from None
 
     def _with_system(self, messages: list[dict[str, str]]) -> list[dict[str, str]]:
         if self.cfg.system and messages[0]["role"] != "system":
@@ -119,7 +131,7 @@ class PromptRenderer:
         try:
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
         except Exception as exc:  # the chat template is model-supplied Jinja; report, don't trace
-            raise TunewiseError(f"the model's chat template failed to render: {exc}") from None
+            raise RenderError(f"the model's chat template failed to render: {exc}") from None
 
     def _chat_answer_suffix(self) -> str:
         user = self._with_system([{"role": "user", "content": "hi"}])
@@ -140,8 +152,19 @@ class PromptRenderer:
                 continue
             before = self._chat(messages[:i], generation_prompt=True)
             if not before.startswith(done):
-                raise TunewiseError("the chat template re-renders earlier turns; cannot mask the prompt")
+                raise RenderError("the chat template re-renders earlier turns; cannot mask the prompt")
             segments.append(Segment(before[len(done) :], False))
             segments.append(Segment(self.answer(message["content"]), True))
             done = before + self.answer(message["content"])
         return segments
+
+
+@contextmanager
+def _located(record: Record) -> Iterator[None]:
+    """A record that cannot be rendered is named by file and line (training stops there; curation drops it)."""
+    try:
+        yield
+    except RenderError as exc:
+        if exc.where:
+            raise
+        raise RenderError(exc.reason, record.where) from None

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tunewise.data.readers import brief
+
 # Canonical fields of each record kind; `data.fields` maps them to the file's column names.
 KIND_FIELDS: dict[str, tuple[str, ...]] = {
     "classification": ("text", "label"),
@@ -126,8 +128,9 @@ def _check_messages(messages: Any, need_answer: bool = True) -> str | None:
     for i, msg in enumerate(messages):
         if not isinstance(msg, dict) or not isinstance(msg.get("content"), str):
             return f"message {i}: expected {{'role': ..., 'content': <string>}}"
-        if msg.get("role") not in CHAT_ROLES:
-            return f"message {i}: unknown role {msg.get('role')!r} (use system, user or assistant)"
+        role = msg.get("role")
+        if not isinstance(role, str) or role not in CHAT_ROLES:  # isinstance first: a list is unhashable
+            return f"message {i}: unknown role {brief(role)} (use system, user or assistant)"
     if need_answer and not any(m["role"] == "assistant" for m in messages):
         return "no assistant turn to learn from"
     return None
@@ -141,6 +144,7 @@ _CATEGORIES = (
     ("expected a string", "format:data_type"),
     ("must be a string", "format:data_type"),
     ("more values than", "format:extra_values"),
+    ("cannot be read", "format:data_type"),
     ("unknown role", "format:unrecognized_role"),
     ("no assistant turn", "format:missing_assistant_message"),
     ("expected {'role'", "format:message_missing_key"),

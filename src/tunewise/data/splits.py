@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunewise.config import DataConfig
-from tunewise.data.readers import read_rows
+from tunewise.data.readers import brief, known_labels, read_rows
 from tunewise.data.records import Record, Reject, build_record
 from tunewise.errors import DataError
 
@@ -26,9 +26,9 @@ class DataSplits:
 
 def load_file(path: Path, cfg: DataConfig, need_answer: bool = True) -> tuple[list[Record], list[Reject], int]:
     records, rejects, total = [], [], 0
-    for line, row, problem in read_rows(path, cfg.format, cfg.encoding):
+    for line, row, problem, column in read_rows(path, cfg.format, cfg.encoding):
         total += 1
-        item = Reject(str(path), line, None, problem, raw=None) if problem else None
+        item = Reject(str(path), line, column, problem, raw=None) if problem else None
         if item is None and row is not None:
             item = build_record(row, cfg.kind, cfg.fields, str(path), line, need_answer)
         if isinstance(item, Reject):
@@ -65,10 +65,10 @@ def load_splits(cfg: DataConfig, seed: int) -> DataSplits:
     rng = random.Random(seed)
     test = loaded["test"]
     if test is None:
-        train, test = _split(train, cfg.test_fraction, rng)
+        train, test = _split(train, cfg.test_fraction, rng, str(cfg.train))
     val = loaded["val"]
     if val is None:
-        train, val = _split(train, cfg.val_fraction, rng)
+        train, val = _split(train, cfg.val_fraction, rng, str(cfg.train))
     for name, records in (("val", val), ("test", test)):
         if not records:
             source = getattr(cfg, name) or cfg.train
@@ -96,13 +96,15 @@ def _check_labels(
         if label in allowed:
             kept.append(record)
             continue
-        known = ", ".join(labels)
-        reason = f"unknown label {label!r} (known: {known}" + (", from the training file)" if inferred else ")")
+        known = known_labels(labels)
+        reason = f"unknown label {brief(label)} (known: {known}" + (", from the training file)" if inferred else ")")
         _raise_or_keep(Reject(record.source, record.line, column, reason, stage="labels"), cfg, rejects)
     return kept
 
 
-def _split(records: list[Record], fraction: float, rng: random.Random) -> tuple[list[Record], list[Record]]:
+def _split(
+    records: list[Record], fraction: float, rng: random.Random, source: str
+) -> tuple[list[Record], list[Record]]:
     """Stratified by label, and copies of one text (case and spacing aside) never straddle the two parts."""
     strata: dict[str, dict[str, list[Record]]] = {}
     for record in records:
@@ -118,12 +120,12 @@ def _split(records: list[Record], fraction: float, rng: random.Random) -> tuple[
         for group in copies:
             (held if taken < target else keep).extend(group)
             taken += len(group) if taken < target else 0
-    if not held:
+    if not held or not keep:  # e.g. one text copied many times: its copies all go to one side
         raise DataError(
-            records[0].source,
+            source,
             0,
             None,
-            "too few records to split off a validation/test set",
+            "too few records to split off a validation/test set (copies of one text stay on one side)",
             "provide data.val and data.test files",
         )
     rng.shuffle(keep)

@@ -19,7 +19,9 @@ def prompt_variants(config: Config, tokenizer: Any, splits: DataSplits) -> dict[
     renderers = {}
     for name, prompt in settings.items():
         shots = draw_shots(splits.train, prompt.few_shot, config.train.seed, splits.labels)
-        renderers[name] = PromptRenderer(prompt, config.data.kind, tokenizer, splits.labels, shots)
+        changed = config.prompt.variants.get(name) or {}
+        field = f"prompt.variants.{name}.template" if "template" in changed else "prompt.template"
+        renderers[name] = PromptRenderer(prompt, config.data.kind, tokenizer, splits.labels, shots, field)
     return renderers
 
 

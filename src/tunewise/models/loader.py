@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -88,6 +89,8 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
 
     source = resolve_model(cfg)
     location = source.location
+    if source.kind == "dir":
+        check_local_model(Path(location), cfg)
     if source.kind == "gguf":
         location = str(_gguf_cache(Path(source.location) / source.gguf_file))
     kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code, "revision": cfg.revision}
@@ -99,12 +102,56 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(location, dtype=DTYPES[cfg.dtype], use_safetensors=True, **kwargs)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # a broken or hostile directory fails in many types (OSError, ValueError, validation)
         raise ModelLoadError(_explain_load_failure(cfg.name, source, exc)) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id
     return LoadedModel(model, tokenizer, source, cfg.name)
+
+
+# Config keys that make transformers import Python from the model directory when trust_remote_code is on.
+CODE_KEYS = ("auto_map", "custom_pipelines")
+
+
+def check_local_model(directory: Path, cfg: ModelConfig, weights: bool = True) -> None:
+    """Refuse, before transformers sees it, a directory whose loading would run its own code (unless
+    model.trust_remote_code is set) or unpickle weights (always): both execute whatever the files say.
+
+    transformers refuses both as well with our arguments; this check does not depend on its version or
+    on how it words its errors, and names the files to review.
+    """
+    if not cfg.trust_remote_code:
+        code = [
+            f"{name}: {', '.join(keys)}"
+            for name in ("config.json", "tokenizer_config.json")
+            if (keys := _code_keys(directory / name))
+        ]
+        if code:
+            modules = sorted(p.name for p in directory.glob("*.py"))
+            raise ModelLoadError(
+                f"model {cfg.name} ships its own code ({'; '.join(code)}"
+                + (f"; {', '.join(modules)}" if modules else "")
+                + "); tunewise does not run it. Review that code, then set model.trust_remote_code: true"
+            )
+    if weights and not any(directory.glob("*.safetensors")):
+        pickled = sorted(p.name for p in directory.iterdir() if p.suffix in {".bin", ".pt", ".pth", ".ckpt", ".pkl"})
+        raise ModelLoadError(
+            f"model {cfg.name}: no .safetensors weights in {directory}"
+            + (f" (found {', '.join(pickled)})" if pickled else "")
+            + "; tunewise never loads pickled weights: convert them to safetensors, or use a GGUF"
+        )
+
+
+def _code_keys(path: Path) -> list[str]:
+    """The keys of a config file that point transformers at Python files in the model directory."""
+    if not path.is_file():
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{path}: not readable JSON ({exc}); is this a Hugging Face model directory?") from None
+    return [key for key in CODE_KEYS if isinstance(data, dict) and data.get(key)]
 
 
 def _in_hub_cache(hub_id: str, kwargs: dict[str, Any]) -> bool:
@@ -150,6 +197,8 @@ def load_tokenizer(cfg: ModelConfig) -> Any:
     from transformers import AutoTokenizer
 
     source = resolve_model(cfg)
+    if source.kind == "dir":
+        check_local_model(Path(source.location), cfg, weights=False)
     kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code, "revision": cfg.revision}
     try:
         if source.kind == "gguf":
@@ -159,7 +208,7 @@ def load_tokenizer(cfg: ModelConfig) -> Any:
                 return AutoTokenizer.from_pretrained(cached)
             return AutoTokenizer.from_pretrained(source.location, gguf_file=source.gguf_file)
         return AutoTokenizer.from_pretrained(source.location, **kwargs)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # as in load_model: many types for a broken directory
         raise ModelLoadError(_explain_load_failure(cfg.name, source, exc)) from None
 
 

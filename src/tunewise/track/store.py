@@ -51,6 +51,7 @@ class RunInfo:
     validation_metric: str | None = None
     best_validation: float | None = None
     error: str | None = None
+    resumes: int = 0  # times this run was continued from a checkpoint after it stopped
 
     @property
     def duration(self) -> float | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,14 @@ class MetricsLogger(TrainerCallback):
     def write(self, record: dict[str, Any]) -> None:
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
+
+    def truncate(self, size: int) -> bool:
+        """Drop what was logged after a checkpoint (its recorded size), so a resumed run logs no step twice.
+        False when the file is already shorter: rows were lost (e.g. not yet on disk at a power cut)."""
+        current = self.path.stat().st_size if self.path.is_file() else 0
+        if current > size:
+            os.truncate(self.path, size)
+        return current >= size
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
         if logs:
@@ -51,6 +60,15 @@ class DivergenceMonitor(TrainerCallback):
         self.recent_train: list[float] = []
         self.history: list[tuple[int, float, float]] = []  # (step, mean train loss since last eval, val loss)
         self.warned_at: list[int] = []
+
+    def export_state(self) -> dict[str, Any]:
+        """Saved in each checkpoint: a resumed run warns exactly when the uninterrupted one would have."""
+        return {"recent_train": self.recent_train, "history": self.history, "warned_at": self.warned_at}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.recent_train = [float(x) for x in state["recent_train"]]
+        self.history = [(int(s), float(t), float(v)) for s, t, v in state["history"]]
+        self.warned_at = [int(s) for s in state["warned_at"]]
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
         if logs and "loss" in logs:

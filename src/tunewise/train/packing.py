@@ -15,9 +15,10 @@ What transformers 5.24 does with a packed row (verified in `masking_utils.py` an
   mask on long rows (SmolLM2-width probe, 2 layers, 1 thread, 8 examples of 200-450 tokens: 1.9 s vs 3.4 s a step).
 
 Length-aware batching: `training_arguments` already sets `train_sampling_strategy="group_by_length"` and
-`to_dataset` provides the `length` column, so the Trainer's `LengthGroupedSampler` (seeded by `data_seed`) groups
-examples of similar length reproducibly. A packed row wastes nothing on padding either way; keeping the same sampler
-gives the padded and the packed paths identical micro-batches, which is what makes them comparable step for step.
+`to_dataset` provides the `length` column, so the Trainer's `LengthGroupedSampler` groups examples of similar length
+(reproducibly: `resumable.EpochSeededLengthGroupedSampler` seeds each epoch's order with `data_seed` + epoch). A
+packed row wastes nothing on padding either way; keeping the same sampler gives the padded and the packed paths
+identical micro-batches, which is what makes them comparable step for step.
 """
 
 from __future__ import annotations

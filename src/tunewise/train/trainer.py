@@ -12,15 +12,18 @@ import torch
 from datasets import Dataset
 from peft import LoraConfig, get_peft_model
 from rich.console import Console
-from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
+from rich.markup import escape
+from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
 
 from tunewise.config import LOWER_IS_BETTER, Config, greater_is_better  # noqa: F401 (re-exported)
 from tunewise.data.encode import Encoded
 from tunewise.errors import ConfigError
 from tunewise.train.callbacks import DivergenceMonitor, MetricsLogger, TaskMetric
+from tunewise.train.checkpoint import latest_valid_checkpoint, read_state, remove_stale_staging, save_dir_atomically
 from tunewise.train.collate import PaddingCollator
 from tunewise.train.loss import completion_only_loss
 from tunewise.train.packing import PackingCollator, enable_varlen_attention
+from tunewise.train.resumable import ResumableTrainer
 
 
 @dataclass
@@ -35,6 +38,7 @@ class TrainResult:
     divergence_steps: list[int]
     trainable_params: int
     total_params: int
+    resumed_from: int | None = None  # the checkpoint step this run continued from
 
 
 def add_lora(model: Any, cfg: Config) -> Any:
@@ -82,6 +86,7 @@ def training_arguments(cfg: Config, output_dir: Path, total_steps: int) -> Train
         save_strategy="steps",
         save_steps=eval_steps,
         save_total_limit=2,
+        restore_callback_states_from_checkpoint=True,  # early stopping's patience counter on resume
         load_best_model_at_end=True,
         metric_for_best_model=metric,
         greater_is_better=greater,
@@ -119,8 +124,12 @@ def train(
     loss_fn: Callable[..., torch.Tensor] | None = None,
     task_metric: Callable[[Any], dict[str, float]] | None = None,
     extra_callbacks: list[Any] | None = None,
+    resume: bool = False,
 ) -> TrainResult:
-    """Fine-tune `model` with LoRA. `collator` and `loss_fn` replace the padded defaults when given."""
+    """Fine-tune `model` with LoRA. `collator` and `loss_fn` replace the padded defaults when given.
+
+    `resume`: continue from the newest valid checkpoint in `run_dir/checkpoints` (from step 0 when there is none),
+    with the same losses and adapter as an uninterrupted run."""
     if not val_items:
         raise ConfigError("no validation examples: early stopping needs data.val or data.val_fraction")
     peft_model = add_lora(model, cfg)
@@ -139,7 +148,9 @@ def train(
     if cfg.train.patience > 0:
         callbacks.append(EarlyStoppingCallback(cfg.train.patience, cfg.train.min_delta))
     callbacks += extra_callbacks or []  # after TaskMetric, so they see task metrics in on_evaluate
-    trainer = Trainer(
+    checkpoint = _resume_point(run_dir, logger, console) if resume else None
+    resumed_from = read_state(checkpoint)["step"] if checkpoint else None  # rotation may delete it later
+    trainer = ResumableTrainer(
         model=peft_model,
         args=training_arguments(cfg, run_dir / "checkpoints", total_steps),
         train_dataset=to_dataset(train_items),
@@ -148,17 +159,21 @@ def train(
         processing_class=tokenizer,
         compute_loss_func=loss_fn,
         callbacks=callbacks,
+        metrics_path=logger.path,
+        console=console,
     )
     console.print(
         f"training: {len(train_items)} examples, {total_steps} optimizer steps, "
         f"validation on {len(val_items)} every {trainer.args.eval_steps} steps"
     )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
     state = trainer.state
     adapter_dir = run_dir / "adapter"
-    peft_model.save_pretrained(adapter_dir)  # safetensors; best checkpoint already restored by the Trainer
-    best_step = _step_of(state.best_model_checkpoint)
+    # safetensors; the best checkpoint is already restored by the Trainer. Swapped in whole: a kill mid-save
+    # leaves the previous adapter/ (or none), never a mix.
+    save_dir_atomically(adapter_dir, lambda staged: peft_model.save_pretrained(staged))
+    best_step = None if trainer.best_load_problem else _step_of(state.best_model_checkpoint)
     stopped_early = state.global_step < state.max_steps
     logger.write(
         {
@@ -180,7 +195,25 @@ def train(
         divergence.warned_at,
         trainable,
         total,
+        resumed_from,
     )
+
+
+def _resume_point(run_dir: Path, logger: MetricsLogger, console: Console) -> Path | None:
+    """The checkpoint to continue from; metrics.jsonl cut back to what was logged when it was written."""
+    remove_stale_staging(run_dir)  # a half-written adapter/ of the killed run
+    checkpoint = latest_valid_checkpoint(
+        run_dir / "checkpoints", lambda message: console.print(f"[yellow]warning: {escape(message)}[/]")
+    )
+    state = read_state(checkpoint) if checkpoint else {"step": 0, "metrics_bytes": 0}
+    if not logger.truncate(state["metrics_bytes"]):
+        console.print(f"[yellow]warning: {logger.path} lost rows logged before step {state['step']}[/]")
+    logger.write({"step": state["step"], "event": "resume", "checkpoint": checkpoint.name if checkpoint else None})
+    if checkpoint is None:
+        console.print("no complete checkpoint to resume from: training starts again at step 0")
+    else:
+        console.print(f"resuming training from {checkpoint} (step {state['step']})")
+    return checkpoint
 
 
 def _step_of(checkpoint: str | None) -> int | None:

@@ -1,0 +1,233 @@
+"""Atomic, verifiable checkpoint directories.
+
+A checkpoint is written into a staging directory that the Trainer's rotation never sees (`checkpoints/.tmp-<pid>/`),
+every file and directory is fsynced, `manifest.json` (size and SHA-256 of every file, and the step) is written last,
+and only then is the directory renamed to `checkpoint-<step>` and the parent fsynced. A rename is atomic on POSIX
+file systems, so `checkpoint-<step>` either does not exist or is complete; a process killed at any moment leaves at
+worst a staging directory, which is removed on resume. A checkpoint counts as valid only if its manifest exists and
+every file matches it, which also catches what atomicity cannot: truncation or bit flips after the write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = "tunewise-checkpoint/1"
+STATE_FILE = "tunewise_state.json"  # what the Trainer does not save itself (see resumable.py)
+STAGING_PREFIX = ".tmp-"
+INVALID_PREFIX = "invalid-"  # outside the `checkpoint-*` glob of transformers' rotation and resume lookup
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+# Without any of these a resume would silently be inexact (transformers skips a missing RNG file with a log line).
+REQUIRED = ("trainer_state.json", "optimizer.pt", "scheduler.pt", "rng_state.pth", STATE_FILE)
+WEIGHTS = ("adapter_model.safetensors", "model.safetensors")
+
+
+def step_of(path: Path) -> int | None:
+    match = CHECKPOINT_RE.match(path.name)
+    return int(match.group(1)) if match else None
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory (a directory's fsync makes the names in it durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def fsync_tree(root: Path) -> None:
+    for path in _files(root):
+        fsync_path(path)
+    for directory in sorted((p for p in root.rglob("*") if p.is_dir()), reverse=True):
+        fsync_path(directory)
+    fsync_path(root)
+
+
+def write_manifest(staged: Path, step: int) -> None:
+    """Hash every file (already fsynced) and write the manifest last: its presence marks a complete write."""
+    files = {
+        p.relative_to(staged).as_posix(): {"sha256": sha256_file(p), "size": p.stat().st_size}
+        for p in _files(staged)
+        if p != staged / MANIFEST
+    }
+    payload = {"format": MANIFEST_FORMAT, "step": step, "files": files}
+    target = staged / MANIFEST
+    with target.open("w", encoding="utf-8") as fh:
+        fh.write(json.dumps(payload, indent=1, sort_keys=True) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    fsync_path(staged)
+
+
+def publish(staged: Path, final: Path) -> None:
+    """Rename the complete staging directory to its final name and make the rename durable."""
+    if final.exists():  # only a set-aside leftover of the same step can be here; never merge into it
+        aside = _free_name(final.parent, f"{STAGING_PREFIX}replaced-{final.name}-{os.getpid()}")
+        os.replace(final, aside)
+        shutil.rmtree(aside, ignore_errors=True)
+    os.replace(staged, final)
+    fsync_path(final.parent)
+
+
+def commit(staged: Path, final: Path, step: int) -> None:
+    fsync_tree(staged)
+    write_manifest(staged, step)
+    publish(staged, final)
+
+
+def verify_checkpoint(path: Path) -> str | None:
+    """None when the checkpoint is complete and intact, else what is wrong with it (for the user).
+
+    Every file the manifest lists must be there with its size and SHA-256, and the files a resume reads must be
+    listed. A file the manifest does not list is never read by a resume, so it does not make a checkpoint invalid."""
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        return f"no {MANIFEST} (an interrupted or foreign write)"
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        files: dict[str, dict[str, Any]] = manifest["files"]
+        step = int(manifest["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{MANIFEST} is unreadable (corrupt)"
+    if step_of(path) is not None and step != step_of(path):
+        return f"{MANIFEST} is for step {step}, not {step_of(path)}"
+    missing = [name for name in REQUIRED if name not in files]
+    if not any(name in files for name in WEIGHTS):
+        missing.append(WEIGHTS[0])
+    if missing:
+        return f"incomplete: no {', '.join(missing)}"
+    for name, meta in files.items():
+        target = path / name
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            return f"{MANIFEST} names a file outside the checkpoint: {name}"
+        if not target.is_file():
+            return f"{name} is missing"
+        size = target.stat().st_size
+        if size != meta.get("size"):
+            return f"{name} has {size} bytes, the manifest says {meta.get('size')} (truncated or overwritten)"
+        if sha256_file(target) != meta.get("sha256"):
+            return f"{name} does not match its SHA-256 in the manifest (corrupt)"
+    return None
+
+
+def checkpoint_dirs(root: Path) -> list[Path]:
+    """`checkpoint-<step>` directories under `root`, newest step first."""
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and step_of(p) is not None]
+    return sorted(found, key=lambda p: step_of(p) or 0, reverse=True)
+
+
+def remove_stale_staging(root: Path) -> list[Path]:
+    """Staging directories of processes that are gone: half-written checkpoints, never loaded."""
+    removed = []
+    if not root.is_dir():
+        return removed
+    for path in root.iterdir():
+        if not path.name.startswith(STAGING_PREFIX):
+            continue
+        pid = _pid_in(path.name)
+        if pid is not None and pid != os.getpid() and _alive(pid):
+            continue  # another live process is writing there
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def latest_valid_checkpoint(root: Path, warn: Callable[[str], None]) -> Path | None:
+    """The newest checkpoint that verifies. Invalid ones are named through `warn` and moved aside (renamed to
+    `invalid-checkpoint-<step>`), so neither the Trainer's rotation nor a later save of the same step meets them;
+    older valid ones stay, since the best checkpoint is usually one of them."""
+    remove_stale_staging(root)
+    chosen = None
+    for path in checkpoint_dirs(root):
+        problem = verify_checkpoint(path)
+        if problem is None:
+            chosen = chosen or path
+            continue
+        aside = _free_name(root, INVALID_PREFIX + path.name)
+        os.replace(path, aside)
+        warn(f"skipping checkpoint {path}: {problem}; moved aside to {aside.name}")
+    return chosen
+
+
+def read_state(checkpoint: Path) -> dict[str, Any]:
+    return json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))
+
+
+def save_dir_atomically(target: Path, write: Callable[[Path], None]) -> None:
+    """`write(staging_dir)` then swap it in for `target`: readers see the old directory or the new one, whole."""
+    staged = target.parent / f"{STAGING_PREFIX}{target.name}-{os.getpid()}"
+    shutil.rmtree(staged, ignore_errors=True)
+    try:
+        write(staged)
+        fsync_tree(staged)
+        publish(staged, target)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+
+
+def describe_failure(exc: BaseException, where: Path) -> str:
+    """What went wrong writing a file, in words ('no space left on device'), with the free space left there."""
+    code, text, seen = None, str(exc), exc
+    while seen is not None and code is None:  # torch.save and safetensors wrap the OS error in their own
+        code = getattr(seen, "errno", None)
+        seen = seen.__cause__ or seen.__context__
+    if code is None:
+        known = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS)
+        code = next((c for c in known if os.strerror(c).lower() in text.lower()), None)
+    reason = f"{os.strerror(code).lower()} (errno {code})" if code is not None else f"{type(exc).__name__}: {text}"
+    with contextlib.suppress(OSError):
+        reason += f"; {shutil.disk_usage(where).free / 2**20:.0f} MB free there"
+    return reason
+
+
+def _free_name(parent: Path, name: str) -> Path:
+    candidate, n = parent / name, 2
+    while candidate.exists():
+        candidate, n = parent / f"{name}-{n}", n + 1
+    return candidate
+
+
+def _pid_in(name: str) -> int | None:
+    tail = name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"  # a zombie (killed, not yet reaped) writes nothing
+    return True

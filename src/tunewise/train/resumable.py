@@ -1,0 +1,182 @@
+"""A transformers `Trainer` whose checkpoints are atomic and whose resume is bit-exact on CPU.
+
+What transformers 5.24 does not do by itself, and what this subclass changes (checked in its `trainer.py`):
+
+- `_save_checkpoint` writes straight into `checkpoint-<step>`: a kill mid-save leaves a directory that
+  `get_last_checkpoint` would pick and load half-written. Here transformers writes into a staging directory (its
+  `_get_output_dir` is redirected for the duration of the save), then `checkpoint.commit` fsyncs, writes the
+  manifest last and renames. Rotation and `best_model_checkpoint` are then applied to the real directory.
+- `LengthGroupedSampler` is built without a generator, so each epoch's order comes from the global torch RNG when
+  the epoch's iterator starts. On a mid-epoch resume the iterator is rebuilt *before* the checkpoint's RNG state is
+  loaded (`_run_epoch` loads it after the skipped batches), i.e. from a fresh process's RNG: every epoch after the
+  first gets another order than the uninterrupted run. `EpochSeededLengthGroupedSampler` makes the order a function
+  of (data_seed, epoch) only.
+- The logging accumulators (`_tr_loss`, `_globalstep_last_logged`) restart from zero on resume: when a checkpoint
+  falls between two logging steps, the next logged loss would average fewer steps. They go into the checkpoint
+  (`tunewise_state.json`) and come back before the first resumed step.
+- `CallbackHandler.on_train_begin` clears `should_training_stop`, so a run resumed from the checkpoint written when
+  early stopping (or max_steps) ended it would train on. The checkpoint records the flag; the resumed run then goes
+  straight to the end of training (best model, final log), as the uninterrupted one did.
+- `_load_best_model` loads whatever `checkpoint-<best>` holds; here it is verified against its manifest first.
+
+Every `torch.load` the Trainer does on resume (optimizer, scheduler, RNG state) already uses `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.markup import escape
+from transformers import Trainer
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+
+from tunewise.errors import TunewiseError
+from tunewise.train.checkpoint import (
+    STAGING_PREFIX,
+    STATE_FILE,
+    checkpoint_dirs,
+    commit,
+    describe_failure,
+    fsync_path,
+    read_state,
+    step_of,
+    verify_checkpoint,
+)
+
+
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """Length-grouped order drawn from its own generator seeded with seed + epoch (see the module docstring).
+    `DataLoaderShard.set_epoch` reaches it, also through the `SkipBatchSampler` of a resumed epoch."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int) -> None:
+        super().__init__(batch_size, lengths=lengths)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+
+class ResumableTrainer(Trainer):
+    def __init__(self, *args: Any, metrics_path: Path, console: Console, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.metrics_path, self.console = metrics_path, console
+        self.best_load_problem: str | None = None  # why the best checkpoint was not loaded, if it was not
+        self._staging_root: Path | None = None
+        self._resume_state: dict[str, Any] | None = None
+
+    # --- data order --------------------------------------------------------------------------------------------
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        sampler = super()._get_train_sampler(train_dataset)
+        if type(sampler) is LengthGroupedSampler:
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
+        return sampler
+
+    # --- saving ------------------------------------------------------------------------------------------------
+    def _get_output_dir(self, trial: Any) -> str:
+        if self._staging_root is not None:  # during _save_checkpoint: transformers writes into the staging dir
+            return str(self._staging_root)
+        return super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        root = Path(super()._get_output_dir(trial))
+        step = self.state.global_step
+        final = root / f"{PREFIX_CHECKPOINT_DIR}-{step}"
+        # Hidden and not `checkpoint-*`: transformers' rotation and resume lookup glob `checkpoint-*`.
+        staging_root = root / f"{STAGING_PREFIX}{os.getpid()}"
+        staged = staging_root / final.name
+        shutil.rmtree(staging_root, ignore_errors=True)
+        self._staging_root = staging_root
+        try:
+            super()._save_checkpoint(model, trial)  # its rotation runs inside the staging dir: a no-op
+            if self.state.best_model_checkpoint == str(staged):  # the best is this one: record its real path
+                self.state.best_model_checkpoint = str(final)
+                self.state.save_to_json(str(staged / TRAINER_STATE_NAME))
+            self._write_state(staged)
+            commit(staged, final, step)
+        except Exception as exc:
+            raise TunewiseError(self._write_failure(exc, root, final, step)) from exc
+        finally:
+            self._staging_root = None
+            shutil.rmtree(staging_root, ignore_errors=True)
+        # By step number: after a resume every `checkpoint-*` left is older than the new one, so this is also
+        # the order of writing (mtime, transformers' default, can tie on coarse clocks).
+        rotate_checkpoints(str(root), self.args.save_total_limit, self.state.best_model_checkpoint, use_mtime=False)
+
+    def _write_state(self, staged: Path) -> None:
+        """What the Trainer keeps only in memory but a bit-exact resume needs."""
+        callbacks = {
+            type(cb).__name__: cb.export_state()
+            for cb in self.callback_handler.callbacks
+            if hasattr(cb, "export_state")
+        }
+        state = {
+            "step": self.state.global_step,
+            "tr_loss": self._tr_loss.item(),  # a float32 as a Python float: exact, and exact back
+            "globalstep_last_logged": self._globalstep_last_logged,
+            "should_training_stop": self.control.should_training_stop,
+            "metrics_bytes": self._durable_metrics_size(),
+            "callbacks": callbacks,
+        }
+        (staged / STATE_FILE).write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
+
+    def _durable_metrics_size(self) -> int:
+        """metrics.jsonl up to this step, made durable with the checkpoint; a resume truncates it back to this."""
+        if not self.metrics_path.is_file():
+            return 0
+        fsync_path(self.metrics_path)
+        return self.metrics_path.stat().st_size
+
+    def _write_failure(self, exc: BaseException, root: Path, final: Path, step: int) -> str:
+        message = f"checkpoint write failed at step {step}: {final}: {describe_failure(exc, root)}. "
+        previous = next((p for p in checkpoint_dirs(root) if p != final and verify_checkpoint(p) is None), None)
+        if previous is None:
+            return message + "There is no earlier checkpoint; --resume starts the training again from step 0"
+        return (
+            message + f"The previous checkpoint at step {step_of(previous)} ({previous}) is intact: "
+            "free some space and run the same command with --resume to continue from it"
+        )
+
+    # --- resuming ----------------------------------------------------------------------------------------------
+    def train(self, resume_from_checkpoint: str | None = None, **kwargs: Any) -> Any:  # type: ignore[override]
+        if resume_from_checkpoint:
+            self._resume_state = read_state(Path(resume_from_checkpoint))
+            saved = self._resume_state.get("callbacks", {})
+            for cb in self.callback_handler.callbacks:
+                if hasattr(cb, "load_state") and type(cb).__name__ in saved:
+                    cb.load_state(saved[type(cb).__name__])
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    def _run_epoch(self, *args: Any, **kwargs: Any) -> None:
+        state, self._resume_state = self._resume_state, None
+        if state is not None:  # the first epoch of a resumed run; see the module docstring for why
+            self._tr_loss = torch.tensor(state["tr_loss"], dtype=self._tr_loss.dtype, device=self._tr_loss.device)
+            self._globalstep_last_logged = state["globalstep_last_logged"]
+            if state["should_training_stop"]:
+                self.control.should_training_stop = True
+                return
+        super()._run_epoch(*args, **kwargs)
+
+    def _load_best_model(self) -> None:
+        best = Path(self.state.best_model_checkpoint or "")
+        problem = verify_checkpoint(best)
+        if problem is not None:
+            self.best_load_problem = f"{best}: {problem}"
+            self.console.print(
+                f"[yellow]warning: the best checkpoint {escape(str(best))} is not loaded: {escape(problem)}; "
+                "the adapter is the last step's[/]"
+            )
+            return
+        super()._load_best_model()
