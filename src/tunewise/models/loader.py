@@ -247,8 +247,5 @@ def _gguf_cache(gguf_path: Path) -> Path:
 
 
 def _file_digest(path: Path) -> str:
-    sha = hashlib.sha256()
     with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            sha.update(chunk)
-    return sha.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()

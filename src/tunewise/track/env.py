@@ -34,11 +34,9 @@ def environment(config: Config, raw_data: Path | None = None) -> dict[str, Any]:
 def file_digest(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {"path": str(path), "missing": True}
-    digest = hashlib.sha256()
     with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return {"path": str(path), "sha256": digest.hexdigest(), "bytes": path.stat().st_size}
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    return {"path": str(path), "sha256": digest, "bytes": path.stat().st_size}
 
 
 def _version(name: str) -> str | None:

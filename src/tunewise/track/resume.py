@@ -21,7 +21,7 @@ from tunewise.config import Config, dump_config
 from tunewise.errors import TunewiseError
 from tunewise.track.env import file_digest
 from tunewise.track.rundir import run_name
-from tunewise.track.store import RunInfo, _alive, _legacy_info, flatten, read_info, read_json, read_yaml
+from tunewise.track.store import RunInfo, _legacy_info, flatten, process_alive, read_info, read_json, read_yaml
 
 ResumeMode = Literal["auto", "resume", "fresh"]
 _STAMP = re.compile(r"^\d{8}-\d{6}-(?P<slug>.+)$")
@@ -81,7 +81,7 @@ def why_not_resumable(path: Path, config: Config) -> str | None:
         return "not a tunewise run directory (no run.json or config.yaml)"
     if info.status == "completed":
         return "this run completed; start a new one with --fresh"
-    if info.status == "running" and info.pid != os.getpid() and _alive(info.pid):
+    if info.status == "running" and info.pid != os.getpid() and process_alive(info.pid):
         return f"this run is still running (pid {info.pid})"
     stored = read_yaml(path / "config.yaml")
     current = yaml.safe_load(dump_config(config))

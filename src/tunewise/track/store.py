@@ -12,7 +12,7 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,7 @@ class RunInfo:
     @property
     def shown_status(self) -> str:
         """A run still 'running' whose process is gone was killed: say so."""
-        if self.status == "running" and not _alive(self.pid):
+        if self.status == "running" and not process_alive(self.pid):
             return "crashed"
         return self.status
 
@@ -279,7 +279,7 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     if pid <= 0:
         return False
     try:
@@ -288,4 +288,6 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+    with suppress(OSError), open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"  # a zombie (killed, not yet reaped) writes nothing
     return True

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tunewise.track.store import process_alive
+
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "tunewise-checkpoint/1"
 STATE_FILE = "tunewise_state.json"  # what the Trainer does not save itself (see resumable.py)
@@ -38,11 +40,8 @@ def step_of(path: Path) -> int | None:
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def fsync_path(path: Path) -> None:
@@ -150,7 +149,7 @@ def remove_stale_staging(root: Path) -> list[Path]:
         if not path.name.startswith(STAGING_PREFIX):
             continue
         pid = _pid_in(path.name)
-        if pid is not None and pid != os.getpid() and _alive(pid):
+        if pid is not None and pid != os.getpid() and process_alive(pid):
             continue  # another live process is writing there
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
@@ -219,15 +218,3 @@ def _free_name(parent: Path, name: str) -> Path:
 def _pid_in(name: str) -> int | None:
     tail = name.rsplit("-", 1)[-1]
     return int(tail) if tail.isdigit() else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-        return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"  # a zombie (killed, not yet reaped) writes nothing
-    return True
