@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
+from resume_helpers import write_train_config
 from tiny import make_classification_rows, write_jsonl
+from tunewise.track.store import process_alive
 
 pytestmark = pytest.mark.slow
 
@@ -65,37 +66,11 @@ class Zygote:
         self.proc.wait(timeout=30)
 
 
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _config(directory: Path, model: Path, data: dict[str, Path]) -> Path:
-    config = {
-        "model": {"name": str(model)},
-        "data": {"kind": "classification", **{k: str(v) for k, v in data.items()}},
-        # 36 optimizer steps over 3 epochs, a checkpoint every 3, the loss logged every 2 (so checkpoints fall
-        # between logging steps), gradient accumulation, LoRA dropout 0.1: every piece of state matters.
-        "train": {
-            "lr": 2e-2,
-            "batch_size": 4,
-            "grad_accum": 2,
-            "epochs": 3,
-            "eval_steps": 3,
-            "logging_steps": 2,
-            "max_length": 64,
-            "patience": 0,
-        },
-        "lora": {"dropout": 0.1},
-        "output": {"dir": str(directory / "runs"), "name": "crash"},
-    }
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "config.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    return path
+    # 36 optimizer steps over 3 epochs, a checkpoint every 3, the loss logged every 2 (so checkpoints fall between
+    # logging steps), gradient accumulation, LoRA dropout 0.1: every piece of state matters.
+    output = {"dir": str(directory / "runs"), "name": "crash"}
+    return write_train_config(directory, model, data, eval_steps=3, logging_steps=2, sections={"output": output})
 
 
 def _completed(runs: Path) -> list[Path]:
@@ -206,11 +181,11 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(tiny_model_dir: 
                     delay = rng.uniform(0.0, duration)
                 pid = zygote.ask(cmd="run", args=["train", str(config)], log=str(log), pause=pause)["pid"]
                 deadline = time.time() + (delay if delay is not None else duration * 3 + 30)
-                while time.time() < deadline and _running(pid):
+                while time.time() < deadline and process_alive(pid):
                     if pause and Path(pause["marker"]).exists():
                         break
                     time.sleep(0.005)
-                killed = _running(pid)
+                killed = process_alive(pid)
                 if killed:
                     os.kill(pid, signal.SIGKILL)
                 status = zygote.ask(cmd="wait", pid=pid)["status"]

@@ -21,7 +21,7 @@ from tunewise.config import Config, dump_config
 from tunewise.errors import TunewiseError
 from tunewise.track.env import file_digest
 from tunewise.track.rundir import run_name
-from tunewise.track.store import RunInfo, _legacy_info, flatten, process_alive, read_info, read_json, read_yaml
+from tunewise.track.store import flatten, process_alive, read_info, read_json, read_yaml, run_info
 
 ResumeMode = Literal["auto", "resume", "fresh"]
 _STAMP = re.compile(r"^\d{8}-\d{6}-(?P<slug>.+)$")
@@ -76,7 +76,7 @@ def unfinished_runs(workspace: Path, slug: str) -> list[Path]:
 
 
 def why_not_resumable(path: Path, config: Config) -> str | None:
-    info = _info(path)
+    info = run_info(path)
     if info is None:
         return "not a tunewise run directory (no run.json or config.yaml)"
     if info.status == "completed":
@@ -106,7 +106,3 @@ def _changed_data(path: Path, config: Config) -> list[str]:
         if known and file_digest(file).get("sha256") != before["sha256"]:
             changed.append(split)
     return changed
-
-
-def _info(path: Path) -> RunInfo | None:
-    return read_info(path) or _legacy_info(path)

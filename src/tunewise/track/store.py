@@ -189,7 +189,7 @@ def remove_run(workspace: Path, run_path: Path) -> None:
     root, target = workspace.resolve(), run_path.resolve()
     if root not in target.parents:
         raise TunewiseError(f"{run_path} is not inside the workspace {workspace}; nothing removed")
-    if read_info(target) is None and _legacy_info(target) is None:
+    if run_info(target) is None:
         raise TunewiseError(f"{run_path} is not a tunewise run directory; nothing removed")
     shutil.rmtree(target)
     with closing(open_index(workspace)) as conn:
@@ -234,11 +234,16 @@ def _run_dirs(workspace: Path, depth: int = 4) -> Iterator[tuple[Path, RunInfo]]
     for path in workspace.iterdir():
         if not path.is_dir() or path.name in _NOT_RUNS or path.name.startswith("."):
             continue
-        info = read_info(path) or _legacy_info(path)
+        info = run_info(path)
         if info is not None:
             yield path, info
         else:
             yield from _run_dirs(path, depth - 1)
+
+
+def run_info(path: Path) -> RunInfo | None:
+    """The run's run.json, or what older runs without one still tell (None: not a run directory)."""
+    return read_info(path) or _legacy_info(path)
 
 
 def _legacy_info(path: Path) -> RunInfo | None:

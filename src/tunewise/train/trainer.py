@@ -19,7 +19,13 @@ from tunewise.config import LOWER_IS_BETTER, Config, greater_is_better  # noqa: 
 from tunewise.data.encode import Encoded
 from tunewise.errors import ConfigError
 from tunewise.train.callbacks import DivergenceMonitor, MetricsLogger, TaskMetric
-from tunewise.train.checkpoint import latest_valid_checkpoint, read_state, remove_stale_staging, save_dir_atomically
+from tunewise.train.checkpoint import (
+    latest_valid_checkpoint,
+    read_state,
+    remove_stale_staging,
+    save_dir_atomically,
+    step_of,
+)
 from tunewise.train.collate import PaddingCollator
 from tunewise.train.loss import completion_only_loss
 from tunewise.train.packing import PackingCollator, enable_varlen_attention
@@ -173,7 +179,7 @@ def train(
     # safetensors; the best checkpoint is already restored by the Trainer. Swapped in whole: a kill mid-save
     # leaves the previous adapter/ (or none), never a mix.
     save_dir_atomically(adapter_dir, lambda staged: peft_model.save_pretrained(staged))
-    best_step = None if trainer.best_load_problem else _step_of(state.best_model_checkpoint)
+    best_step = None if trainer.best_load_problem else step_of(Path(state.best_model_checkpoint or ""))
     stopped_early = state.global_step < state.max_steps
     logger.write(
         {
@@ -214,10 +220,3 @@ def _resume_point(run_dir: Path, logger: MetricsLogger, console: Console) -> Pat
     else:
         console.print(f"resuming training from {checkpoint} (step {state['step']})")
     return checkpoint
-
-
-def _step_of(checkpoint: str | None) -> int | None:
-    if not checkpoint:
-        return None
-    tail = Path(checkpoint).name.rsplit("-", 1)[-1]
-    return int(tail) if tail.isdigit() else None
