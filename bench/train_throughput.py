@@ -1,8 +1,11 @@
 """Benchmark: LoRA training throughput of tunewise against TRL SFTTrainer + PEFT on the same machine.
 
 Arms, same model, same data, same LoRA (r=16, all linear layers), same optimizer steps and seed, fp32 on CPU:
-- `tunewise`: the default path: Trainer + PackingCollator + completion-only LM head + per-example SDPA;
-- `tunewise-padded`: the same Trainer with `train.packing: false` (padded batches, full logits);
+- `tunewise`: the default path (`trainer.training_path`): Trainer + PackingCollator + completion-only LM head +
+  per-example SDPA + the LoRA update fused into the base output in place;
+- `tunewise-unfused`: the same with `train.fused_lora: false` (PEFT's own LoRA forward), to measure that part;
+- `tunewise-plain`: the same Trainer with `train.packing: false` and `train.fused_lora: false` (padded batches, full
+  logits, PEFT's forward);
 - `trl-sft`: the reference of issue #6: SFTTrainer + PEFT with completion_only_loss=True and TRL's defaults
   otherwise (padded batches, gradient checkpointing on), except bf16=False: TRL turns bf16 autocast on by default,
   which changes the numerics; the bars compare the same fp32 objective;
@@ -28,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ARMS = ("tunewise", "trl-sft", "tunewise-padded", "trl-sft-tuned")
+ARMS = ("tunewise", "trl-sft", "tunewise-unfused", "tunewise-plain", "trl-sft-tuned")
 REFERENCE = "trl-sft"
 SHAPES = {"classification": ((35, 90), (2, 2)), "summarization": ((180, 450), (15, 45))}  # (prompt, completion)
 # (optimizer steps, micro-batch): each arm trains ~10k tokens per shape, about 1-3 minutes on 2 cores
@@ -76,11 +79,9 @@ def run_arm(arm: str, shape: str, args: argparse.Namespace) -> dict[str, Any]:
     from peft import LoraConfig, get_peft_model
     from transformers import Trainer, TrainingArguments, set_seed
 
-    from tunewise.config import ModelConfig
+    from tunewise.config import ModelConfig, TrainConfig
     from tunewise.models import load_model
-    from tunewise.train.collate import PaddingCollator
-    from tunewise.train.loss import completion_only_loss
-    from tunewise.train.packing import PackingCollator, enable_varlen_attention
+    from tunewise.train.trainer import training_path
 
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
@@ -124,16 +125,16 @@ def run_arm(arm: str, shape: str, args: argparse.Namespace) -> dict[str, Any]:
         )
     else:
         peft_model = get_peft_model(model, lora)
-        packed = arm == "tunewise"
-        if packed:
-            enable_varlen_attention(peft_model)
+        switches = {"tunewise": {}, "tunewise-unfused": {"fused_lora": False}}
+        path = TrainConfig(**switches.get(arm, {"packing": False, "fused_lora": False}))
+        collator, loss_fn = training_path(peft_model, path, tokenizer.pad_token_id)
         data = Dataset.from_dict({"input_ids": columns["input_ids"], "labels": columns["labels"], "length": lengths})
         trainer = Trainer(
             model=peft_model,
             args=TrainingArguments(remove_unused_columns=False, **common),
             train_dataset=data,
-            data_collator=PackingCollator() if packed else PaddingCollator(tokenizer.pad_token_id),
-            compute_loss_func=completion_only_loss if packed else None,
+            data_collator=collator,
+            compute_loss_func=loss_fn,
         )
     start = time.perf_counter()
     trainer.train()

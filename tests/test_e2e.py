@@ -255,15 +255,23 @@ def test_eval_compares_several_adapters_with_the_prompted_base(write_config, tmp
     assert max(abs(a - b) for a, b in zip(logprobs["base"], logprobs[trained], strict=True)) > 1e-2
 
 
-def test_train_packing_switch_gives_the_padded_losses(write_config, tmp_path: Path):
+def test_train_path_switches_give_the_plain_losses(write_config, tmp_path: Path):
+    """Every speed/memory switch of `train:` trains the same model: packing, the fused LoRA update, checkpointing."""
+    plain = {"packing": False, "fused_lora": False}
+    variants = {
+        "plain": plain,
+        "default": {},
+        "packed, PEFT forward": {"fused_lora": False},
+        "padded, fused": {"packing": False},
+        "default + gradient checkpointing": {"gradient_checkpointing": True},
+    }
     losses = {}
-    for packing in (False, True):
-        out = tmp_path / f"runs-{packing}"
-        config = write_config(
-            train={"max_steps": 3, "packing": packing}, lora={"dropout": 0.0}, output={"dir": str(out)}
-        )
+    for name, switches in variants.items():
+        out = tmp_path / f"runs-{len(losses)}"
+        config = write_config(train={"max_steps": 3, **switches}, lora={"dropout": 0.0}, output={"dir": str(out)})
         assert _invoke("train", config).exit_code == 0
         rows = _metrics(_only_run(out))
-        losses[packing] = [m["loss"] for m in rows if "loss" in m] + [m["eval_loss"] for m in rows if "eval_loss" in m]
-    assert len(losses[True]) >= 3
-    assert max(abs(a - b) for a, b in zip(losses[False], losses[True], strict=True)) < 1e-4
+        losses[name] = [m["loss"] for m in rows if "loss" in m] + [m["eval_loss"] for m in rows if "eval_loss" in m]
+    assert len(losses["plain"]) >= 3
+    for name, got in losses.items():
+        assert max(abs(a - b) for a, b in zip(losses["plain"], got, strict=True)) < 1e-4, (name, got, losses["plain"])

@@ -124,6 +124,12 @@ class TrainConfig(Section):
     packing: bool = Field(
         True, description="padding-free packed batches + LM head on answer tokens only (same loss, less work)"
     )
+    fused_lora: bool = Field(
+        True, description="add the LoRA update into the base output in place (same math, less memory and time)"
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="recompute each layer's activations in backward: less memory, about 1/3 more compute"
+    )
 
 
 class EvalConfig(Section):

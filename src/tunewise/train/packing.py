@@ -124,8 +124,9 @@ def varlen_sdpa_attention(
         )
         for start, end in pairwise(bounds)
     ]
-    # [1, heads, T, dim] -> [1, T, heads, dim], the layout every attention interface returns
-    return torch.cat(parts, dim=2).transpose(1, 2).contiguous(), None
+    # [1, heads, t, dim] parts -> one [1, T, heads, dim] tensor, the layout every attention interface returns,
+    # written by a single copy (cat then transpose+contiguous would allocate and copy twice)
+    return torch.cat([part.transpose(1, 2) for part in parts], dim=1), None
 
 
 def enable_varlen_attention(model: Any) -> Any:

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
 
-from tunewise.config import LOWER_IS_BETTER, Config, greater_is_better  # noqa: F401 (re-exported)
+from tunewise.config import LOWER_IS_BETTER, Config, TrainConfig, greater_is_better  # noqa: F401 (re-exported)
 from tunewise.data.encode import Encoded
 from tunewise.errors import ConfigError
 from tunewise.train.callbacks import DivergenceMonitor, MetricsLogger, TaskMetric
@@ -27,6 +27,7 @@ from tunewise.train.checkpoint import (
     step_of,
 )
 from tunewise.train.collate import PaddingCollator
+from tunewise.train.fused_lora import enable_fused_lora
 from tunewise.train.loss import completion_only_loss
 from tunewise.train.packing import PackingCollator, enable_varlen_attention
 from tunewise.train.resumable import ResumableTrainer
@@ -57,6 +58,22 @@ def add_lora(model: Any, cfg: Config) -> Any:
     )
     set_seed(cfg.train.seed)  # LoRA A matrices are random: the seed must reach PEFT's init
     return get_peft_model(model, lora)
+
+
+def training_path(
+    peft_model: Any, train_cfg: TrainConfig, pad_token_id: int
+) -> tuple[Callable[[list[dict[str, Any]]], dict[str, Any]], Callable[..., torch.Tensor] | None]:
+    """The collator and loss of tunewise's training path, each speed-up switchable in `train:` for comparison.
+
+    `fused_lora`: the LoRA update added into the base output in place (`fused_lora.py`). `packing`: one packed row
+    per micro-batch with per-example causal SDPA, LM head and loss at answer positions only (`packing.py`,
+    `loss.py`); off, padded batches and the model's own loss over full logits. All exact (tests)."""
+    if train_cfg.fused_lora:
+        enable_fused_lora(peft_model)
+    if not train_cfg.packing:
+        return PaddingCollator(pad_token_id), None
+    enable_varlen_attention(peft_model)  # per-example SDPA; plain sdpa for padded and generation calls
+    return PackingCollator(), completion_only_loss
 
 
 def planned_steps(n_train: int, cfg: Config) -> int:
@@ -97,6 +114,8 @@ def training_arguments(cfg: Config, output_dir: Path, total_steps: int) -> Train
         metric_for_best_model=metric,
         greater_is_better=greater,
         optim="adamw_torch",
+        activation_checkpointing=t.gradient_checkpointing,  # transformers 5 renamed gradient_checkpointing
+        activation_checkpointing_kwargs={"use_reentrant": False},  # no input grads needed with frozen embeddings
         seed=t.seed,
         data_seed=t.seed,
         train_sampling_strategy="group_by_length",  # less padding per batch
@@ -139,9 +158,9 @@ def train(
     if not val_items:
         raise ConfigError("no validation examples: early stopping needs data.val or data.val_fraction")
     peft_model = add_lora(model, cfg)
-    if collator is None and cfg.train.packing:
-        enable_varlen_attention(peft_model)  # per-example SDPA; plain sdpa for padded and generation calls
-        collator, loss_fn = PackingCollator(), loss_fn or completion_only_loss
+    if collator is None:
+        collator, default_loss = training_path(peft_model, cfg.train, tokenizer.pad_token_id)
+        loss_fn = loss_fn or default_loss
     trainable, total = peft_model.get_nb_trainable_parameters()
     console.print(f"LoRA r={cfg.lora.r}: trainable params {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
 
@@ -161,7 +180,7 @@ def train(
         args=training_arguments(cfg, run_dir / "checkpoints", total_steps),
         train_dataset=to_dataset(train_items),
         eval_dataset=to_dataset(val_items),
-        data_collator=collator or PaddingCollator(tokenizer.pad_token_id),
+        data_collator=collator,
         processing_class=tokenizer,
         compute_loss_func=loss_fn,
         callbacks=callbacks,
