@@ -103,7 +103,10 @@ def main() -> None:
 
 def few_shot_timings(tok, model, records, choices, pad, batch_size) -> dict:
     """3 solved tweets before each question: shared prefix computed once vs each prompt whole."""
-    shots = [Record("classification", {"text": r.text, "label": LABELS[i]}, "shot", i) for i, r in enumerate(records)]
+    shots = [
+        Record("classification", {"text": r.text, "label": LABELS[i % len(LABELS)]}, "shot", i)
+        for i, r in enumerate(records)
+    ]
     renderer = PromptRenderer(PromptConfig(template=TEMPLATE, few_shot=3), "classification", tok, LABELS, shots[-3:])
     prompts = encode_prompts(tok, renderer, records[:-3])
     timings: dict[str, list[float]] = {"whole prompts": [], "shared prefix once": []}

@@ -2,14 +2,15 @@
 
 PEFT's `lora.Linear.forward` (peft 0.21) computes `result = result + lora_B(lora_A(dropout(x))) * scaling`, which
 allocates three full-width temporaries per adapted layer and step: B's output, its scaled copy and the sum. With
-LoRA on all linear layers that is most of what the forward allocates besides the saved activations, and on CPU
-glibc cannot reuse the holes these temporaries leave between saved tensors: measured on SmolLM2-135M, a packed
-518-token micro-batch saves 636 MB of activations for backward, yet the heap held another ~500 MB of freed,
-unreusable chunks at the end of the forward. `FusedLoraLinear.forward` computes the same sum with
-`result.addmm_(lora_A(dropout(x)), B^T, alpha=scaling)` into the base output, which the frozen base `nn.Linear`'s
-backward does not need (autograd raises, never silently miscomputes, if an in-place update would corrupt a saved
-tensor). Autograd's `AddmmBackward` then gives B the gradient `scaling * g^T (x A^T)` and `x A^T` the gradient
-`scaling * g B`: the same math, so losses and gradients agree with PEFT's path to float rounding (tests: 1e-6).
+LoRA on all linear layers that is a large share of what the forward allocates besides the saved activations, and
+on CPU glibc cannot reuse the holes these temporaries leave between saved tensors: measured on SmolLM2-135M, a
+packed 518-token micro-batch saves 636 MB of activations for backward, yet the heap held another 490-670 MB of
+freed, unreusable chunks at the end of the forward (165-270 MB with this forward).
+`FusedLoraLinear.forward` computes the same sum with `result.addmm_(lora_A(dropout(x)), B^T, alpha=scaling)`
+into the base output, which the frozen base `nn.Linear`'s backward does not need (autograd raises, never silently
+miscomputes, if an in-place update would corrupt a saved tensor). Autograd's `AddmmBackward` then gives B the
+gradient `scaling * g^T (x A^T)` and `x A^T` the gradient `scaling * g B`: the same math, so losses and gradients
+agree with PEFT's path to float rounding (tests: 1e-6).
 
 Only the plain case is fused: one active vanilla adapter, not merged, no bias on B, the input, base and adapter
 in one dtype, no autocast, no extra forward arguments. Everything else (disabled or merged adapters, DoRA and
