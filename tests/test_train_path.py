@@ -22,15 +22,16 @@ from tunewise.train.packing import PackingCollator
 from tunewise.train.trainer import train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-EXACT = 1e-6  # the same products and sums, only fused: float rounding apart
+EXACT = 1e-5  # the same products and sums in another order: fp32 rounding apart (the issue asks 1e-4)
 
 
 def lora_model(model_dir: Path, fused: bool, **lora: Any) -> Any:
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     torch.manual_seed(0)
-    # init_lora_weights=False: B is random too, so the LoRA update and A's gradients are not zero
+    # init_lora_weights=False: B is random too, so the LoRA update and A's gradients are not zero. alpha/r = 1.75,
+    # not a power of two: scaling before or after the product then rounds differently, as in real configs
     config = LoraConfig(
-        **{"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": "all-linear", **lora},
+        **{"r": 4, "lora_alpha": 7, "lora_dropout": 0.0, "target_modules": "all-linear", **lora},
         init_lora_weights=False,
     )
     peft_model = get_peft_model(model, config)
@@ -114,6 +115,7 @@ def test_fused_layers_fall_back_to_peft_where_the_in_place_form_does_not_apply(t
         assert torch.allclose(q_proj(fused).float(), q_proj(plain).float(), atol=5e-2)
 
 
+@pytest.mark.filterwarnings("ignore:`lora_bias=True` was passed")  # merging is not what this test checks
 @pytest.mark.parametrize("variant", [{"use_dora": True}, {"lora_bias": True}])
 def test_fused_layers_leave_variants_to_peft(tiny_model_dir: Path, batch: dict, variant: dict) -> None:
     plain = lora_model(tiny_model_dir, fused=False, **variant)

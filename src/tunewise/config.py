@@ -128,7 +128,7 @@ class TrainConfig(Section):
         True, description="add the LoRA update into the base output in place (same math, less memory and time)"
     )
     gradient_checkpointing: bool = Field(
-        False, description="recompute each layer's activations in backward: less memory, about 1/3 more compute"
+        False, description="recompute each layer's activations in backward: less memory, one more forward per step"
     )
 
 

@@ -10,7 +10,7 @@ freed, unreusable chunks at the end of the forward (165-270 MB with this forward
 into the base output, which the frozen base `nn.Linear`'s backward does not need (autograd raises, never silently
 miscomputes, if an in-place update would corrupt a saved tensor). Autograd's `AddmmBackward` then gives B the
 gradient `scaling * g^T (x A^T)` and `x A^T` the gradient `scaling * g B`: the same math, so losses and gradients
-agree with PEFT's path to float rounding (tests: 1e-6).
+agree with PEFT's path to float rounding (tests: 1e-5).
 
 Only the plain case is fused: one active vanilla adapter, not merged, no bias on B, the input, base and adapter
 in one dtype, no autocast, no extra forward arguments. Everything else (disabled or merged adapters, DoRA and
