@@ -125,8 +125,12 @@ def run_arm(arm: str, shape: str, args: argparse.Namespace) -> dict[str, Any]:
         )
     else:
         peft_model = get_peft_model(model, lora)
-        switches = {"tunewise": {}, "tunewise-unfused": {"fused_lora": False}}
-        path = TrainConfig(**switches.get(arm, {"packing": False, "fused_lora": False}))
+        switches = {
+            "tunewise": {},
+            "tunewise-unfused": {"fused_lora": False},
+            "tunewise-plain": {"packing": False, "fused_lora": False},
+        }
+        path = TrainConfig(**switches[arm])
         collator, loss_fn = training_path(peft_model, path, tokenizer.pad_token_id)
         data = Dataset.from_dict({"input_ids": columns["input_ids"], "labels": columns["labels"], "length": lengths})
         trainer = Trainer(

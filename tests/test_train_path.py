@@ -108,11 +108,14 @@ def test_fused_layers_fall_back_to_peft_where_the_in_place_form_does_not_apply(t
     with fused.disable_adapter():
         assert torch.equal(q_proj(fused), base_out)
     fused.merge_adapter()  # merged: PEFT's forward is the base layer with the merged weight
-    assert torch.allclose(q_proj(fused), q_proj(plain), atol=1e-5)
+    with TorchCalls() as merged_calls:
+        assert torch.allclose(q_proj(fused), q_proj(plain), atol=1e-5)
     fused.unmerge_adapter()
     assert torch.allclose(q_proj(fused), q_proj(plain), atol=1e-5)
-    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast: PEFT's own casts
+    with torch.autocast("cpu", dtype=torch.bfloat16), TorchCalls() as autocast_calls:  # autocast: PEFT's own casts
         assert torch.allclose(q_proj(fused).float(), q_proj(plain).float(), atol=5e-2)
+    # both really took PEFT's forward, not the in-place form (whose output could come out close enough)
+    assert "addmm_" not in merged_calls.names and "addmm_" not in autocast_calls.names
 
 
 @pytest.mark.filterwarnings("ignore:`lora_bias=True` was passed")  # merging is not what this test checks
