@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-summaries sweep-demo ablate-demo report test test-slow test-crash lint bench install browser clean
+.PHONY: demo demo-summaries sweep-demo ablate-demo report test test-slow test-crash lint bench install browser sandbox clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -38,10 +38,15 @@ browser:
 	-command -v chromium >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
 		(apt-get update -qq && apt-get install -y -qq chromium >/dev/null) ; } || true
 
-test: $(STAMP) browser
+# Generated code runs in a bubblewrap sandbox; install it where apt is available (root), else code execution is refused.
+sandbox:
+	-command -v bwrap >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		(apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null) ; } || true
+
+test: $(STAMP) browser sandbox
 	$(BIN)/pytest -q
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) sandbox
 	$(BIN)/pytest -q -m slow
 
 # The SIGKILL crash loop alone, with its figures (kill points, resumes, mismatches)

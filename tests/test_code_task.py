@@ -69,5 +69,5 @@ def test_code_execution_needs_the_command_line_flag(tmp_path: Path, write_config
     raw = yaml.safe_load(config.read_text())
     raw["eval"]["allow_code_execution"] = True
     config.write_text(yaml.safe_dump(raw))
-    with pytest.raises(ConfigError, match="not a file setting"):
+    with pytest.raises(ConfigError, match="not a setting: generated code runs only when the command line"):
         load_config(config)

@@ -77,3 +77,58 @@ def build_tiny_model(directory: Path, seed: int = 0) -> Path:
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def write_tiny_gguf(model_dir: Path, path: Path) -> Path:
+    """The tiny Llama of `build_tiny_model` as an f32 GGUF, written with the `gguf` package as llama.cpp's
+    converter writes Llama models (Q/K rows permuted for its rotary layout; transformers undoes that)."""
+    import gguf
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    config = json.loads((model_dir / "config.json").read_text())
+    tokenizer = json.loads((model_dir / "tokenizer.json").read_text())
+    tokenizer_config = json.loads((model_dir / "tokenizer_config.json").read_text())
+    heads, kv_heads, blocks = config["num_attention_heads"], config["num_key_value_heads"], config["num_hidden_layers"]
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name("tiny-llama")
+    writer.add_context_length(config["max_position_embeddings"])
+    writer.add_embedding_length(config["hidden_size"])
+    writer.add_block_count(blocks)
+    writer.add_feed_forward_length(config["intermediate_size"])
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_rope_dimension_count(config["hidden_size"] // heads)
+    writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
+    writer.add_rope_freq_base(float(config.get("rope_theta") or config.get("rope_parameters", {}).get("rope_theta")))
+    writer.add_vocab_size(config["vocab_size"])
+    vocab = {**tokenizer["model"]["vocab"], **{t["content"]: t["id"] for t in tokenizer["added_tokens"]}}
+    tokens = sorted(vocab, key=vocab.get)
+    specials = {t["content"] for t in tokenizer["added_tokens"]}
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_types([gguf.TokenType.CONTROL if t in specials else gguf.TokenType.NORMAL for t in tokens])
+    merges = tokenizer["model"]["merges"]
+    writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in merges])
+    writer.add_bos_token_id(vocab[tokenizer_config["bos_token"]])
+    writer.add_eos_token_id(vocab[tokenizer_config["eos_token"]])
+    writer.add_pad_token_id(vocab[tokenizer_config["pad_token"]])
+    writer.add_chat_template(tokenizer_config.get("chat_template") or CHATML)
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, blocks)
+
+    def permute(weights: np.ndarray, n_head: int) -> np.ndarray:
+        rows = weights.shape[0] // n_head // 2
+        return weights.reshape(n_head, 2, rows, *weights.shape[1:]).swapaxes(1, 2).reshape(weights.shape)
+
+    for name, tensor in load_file(model_dir / "model.safetensors").items():
+        if name.endswith("q_proj.weight"):
+            tensor = permute(tensor, heads)
+        elif name.endswith("k_proj.weight"):
+            tensor = permute(tensor, kv_heads)
+        writer.add_tensor(names.get_name(name, try_suffixes=(".weight",)), tensor.astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

@@ -45,7 +45,20 @@ def main(
 
 
 AllowCode = Annotated[
-    bool, typer.Option("--allow-code-execution", help="let the code task run model-written programs (sandboxed)")
+    bool,
+    typer.Option(
+        "--allow-code-execution",
+        help="let the code task run model-written programs, each in an OS sandbox (bubblewrap); no config, "
+        "override or sweep can allow it",
+    ),
+]
+AllowUnconfined = Annotated[
+    bool,
+    typer.Option(
+        "--allow-unconfined-code",
+        help="with --allow-code-execution: run the programs even where no OS sandbox is available (only "
+        "resource limits then; on a machine you can afford to lose)",
+    ),
 ]
 
 
@@ -66,12 +79,13 @@ def run(
     config: ConfigArg,
     overrides: OverridesArg = None,
     allow_code_execution: AllowCode = False,
+    allow_unconfined_code: AllowUnconfined = False,
     resume: ResumeOpt = False,
     fresh: FreshOpt = False,
 ) -> None:
     """(Curate if configured,) evaluate the base model, fine-tune with LoRA, evaluate it, compare."""
-    overrides = _with_code_flag(overrides, allow_code_execution)
-    _pipeline(config, overrides, do_train=True, do_eval=True, resume_flags=(resume, fresh))
+    code = (allow_code_execution, allow_unconfined_code)
+    _pipeline(config, overrides, code, do_train=True, do_eval=True, resume_flags=(resume, fresh))
 
 
 @app.command()
@@ -79,7 +93,7 @@ def train(
     config: ConfigArg, overrides: OverridesArg = None, resume: ResumeOpt = False, fresh: FreshOpt = False
 ) -> None:
     """Fine-tune only: writes the run directory with the best adapter and metrics.jsonl."""
-    _pipeline(config, overrides, do_train=True, do_eval=False, resume_flags=(resume, fresh))
+    _pipeline(config, overrides, (False, False), do_train=True, do_eval=False, resume_flags=(resume, fresh))
 
 
 @app.command("eval")
@@ -90,14 +104,11 @@ def evaluate(
         list[Path] | None, typer.Option(help="LoRA adapter directory (a run's adapter/); repeat to compare several")
     ] = None,
     allow_code_execution: AllowCode = False,
+    allow_unconfined_code: AllowUnconfined = False,
 ) -> None:
     """Evaluate the base model and each --adapter on the same split, under every prompt variant."""
-    overrides = _with_code_flag(overrides, allow_code_execution)
-    _pipeline(config, overrides, do_train=False, do_eval=True, adapters=adapter or [])
-
-
-def _with_code_flag(overrides: list[str] | None, allow: bool) -> list[str]:
-    return [*(overrides or []), *(["eval.allow_code_execution=true"] if allow else [])]
+    code = (allow_code_execution, allow_unconfined_code)
+    _pipeline(config, overrides, code, do_train=False, do_eval=True, adapters=adapter or [])
 
 
 @app.command("predict")
@@ -132,9 +143,11 @@ def sweep_command(
     config: ConfigArg,
     overrides: OverridesArg = None,
     n_trials: Annotated[int | None, typer.Option("--n-trials", help="total trials, counting finished ones")] = None,
+    allow_code_execution: AllowCode = False,
+    allow_unconfined_code: AllowUnconfined = False,
 ) -> None:
     """Optuna sweep over sweep.params: one fine-tune per trial, median-pruned, resumable; writes best.yaml."""
-    with _user_errors():
+    with _user_errors((allow_code_execution, allow_unconfined_code)):
         from tunewise.config import load_config
         from tunewise.experiments.sweep import sweep
 
@@ -142,9 +155,14 @@ def sweep_command(
 
 
 @app.command("ablate")
-def ablate_command(config: ConfigArg, overrides: OverridesArg = None) -> None:
+def ablate_command(
+    config: ConfigArg,
+    overrides: OverridesArg = None,
+    allow_code_execution: AllowCode = False,
+    allow_unconfined_code: AllowUnconfined = False,
+) -> None:
     """Learning curve over data fractions and curated vs raw at equal budget, on the same test split."""
-    with _user_errors():
+    with _user_errors((allow_code_execution, allow_unconfined_code)):
         from tunewise.config import load_config
         from tunewise.experiments.ablate import ablate
 
@@ -223,9 +241,13 @@ def runs_rm(
 
 
 def _pipeline(
-    config_path: Path, overrides: list[str] | None, resume_flags: tuple[bool, bool] | None = None, **kwargs: object
+    config_path: Path,
+    overrides: list[str] | None,
+    code: tuple[bool, bool],
+    resume_flags: tuple[bool, bool] | None = None,
+    **kwargs: object,
 ) -> None:
-    with _user_errors():
+    with _user_errors(code):
         from tunewise.config import load_config
         from tunewise.pipeline import run as run_pipeline
 
@@ -260,11 +282,20 @@ def _resume_request(overrides: list[str], flags: tuple[bool, bool] | None) -> tu
 
 
 @contextmanager
-def _user_errors() -> Iterator[None]:
-    """A TunewiseError is the user's to fix: one red line and exit code 2, no traceback."""
+def _user_errors(code: tuple[bool, bool] = (False, False)) -> Iterator[None]:
+    """A TunewiseError is the user's to fix: one red line and exit code 2, no traceback.
+
+    `code` is (--allow-code-execution, --allow-unconfined-code): the only way generated code may run.
+    """
+    from tunewise.evaluate.code_permission import code_execution_allowed
+
     _quiet_libraries()
+    allow, unconfined = code
     try:
-        yield
+        if unconfined and not allow:
+            raise TunewiseError("--allow-unconfined-code only widens --allow-code-execution; pass both")
+        with code_execution_allowed(allow, unconfined):
+            yield
     except TunewiseError as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None

@@ -148,7 +148,6 @@ class EvalConfig(Section):
     samples: int = Field(1, gt=0, description="code task: completions per problem (sampled when > 1)")
     k: list[int] = Field(default_factory=lambda: [1], description="code task: report pass@k for these k")
     timeout: float = Field(5.0, gt=0, description="code task: seconds per program")
-    allow_code_execution: bool = Field(False, description="code task: run generated code (CLI --allow-code-execution)")
 
 
 class OutputConfig(Section):
@@ -229,6 +228,8 @@ class Config(Section):
                 if unknown:
                     raise ValueError(f"sweep.params.prompt.variant: {unknown} not in prompt.variants")
                 continue
+            if key == "eval.allow_code_execution":
+                raise ValueError(f"sweep.params: {CODE_FLAG_ONLY}")
             if not _is_config_key(key):
                 raise ValueError(f"sweep.params: '{key}' is not a config key (use dotted paths like train.lr)")
         return self
@@ -270,6 +271,12 @@ def _is_config_key(dotted: str) -> bool:
     return True
 
 
+CODE_FLAG_ONLY = (
+    "eval.allow_code_execution is not a setting: generated code runs only when the command line of this "
+    "invocation says so (--allow-code-execution)"
+)
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Read YAML, apply `a.b=value` overrides, validate. Relative data paths resolve against the file."""
     path = Path(path)
@@ -283,8 +290,6 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-    if isinstance(raw.get("eval"), dict) and raw["eval"].get("allow_code_execution"):
-        raise ConfigError(f"{path}: eval.allow_code_execution is not a file setting; pass --allow-code-execution")
     for override in overrides or []:
         apply_override(raw, override)
     config = validate_config(raw, source=str(path))
@@ -312,6 +317,9 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
 
 
 def validate_config(raw: dict[str, Any], source: str = "config") -> Config:
+    if isinstance(raw.get("eval"), dict) and "allow_code_execution" in raw["eval"]:
+        # Whatever the value: a config, override, sweep or ablation arm never carries this permission.
+        raise ConfigError(f"{source}: {CODE_FLAG_ONLY}")
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -32,6 +33,26 @@ class Step(Protocol):
     name: str
 
     def __call__(self, records: list[Record], ctx: Context) -> Iterator[Verdict]: ...
+
+
+@contextmanager
+def single_threaded() -> Iterator[None]:
+    """Curation's float work (embeddings, classifier, similarities) on one thread of torch and of BLAS.
+
+    A matrix product's last bits depend on how many threads split it, and a decision near its threshold
+    (a cosine at 0.95, a cleanlab confidence) follows those bits: with one thread, the same inputs and
+    seed give byte-identical splits whatever OMP_NUM_THREADS, torch's thread setting or the load.
+    """
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(before)
 
 
 _URL = re.compile(r"https?://\S+|www\.\S+")

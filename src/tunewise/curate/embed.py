@@ -34,7 +34,7 @@ def default_embedder(dtype: str = "float32", batch_size: int = 64) -> Callable[[
         from sentence_transformers import SentenceTransformer
     except ImportError:
         raise TunewiseError(f"semantic steps need sentence-transformers: {INSTALL}") from None
-    model = SentenceTransformer(str(model_dir()), device="cpu", local_files_only=True)
+    model = SentenceTransformer(str(model_dir()), device="cpu", local_files_only=True, trust_remote_code=False)
     use_bf16 = dtype == "bfloat16"
 
     def embed(texts: list[str]) -> np.ndarray:

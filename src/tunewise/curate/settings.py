@@ -124,6 +124,8 @@ class CurateConfig(BaseModel):
     output: Path = Field(Path("curated"), description="folder for the curated splits and the report")
     seed: int = 13
     embed_dtype: Literal["float32", "bfloat16"] = Field(
-        "float32", description="bfloat16 is ~2x faster on CPUs with AVX512-BF16; cosine to float32 >= 0.99"
+        "float32",
+        description="bfloat16 is ~2x faster on CPUs with AVX512-BF16 (cosine to float32 >= 0.99), but its bits "
+        "depend on the CPU's bf16 support: decisions fed by embeddings then reproduce only on the same CPU type",
     )
     steps: list[AnyStep]

@@ -281,7 +281,6 @@ def _write_best(config: Config, best: FrozenTrial, name: str, path: Path) -> Non
     It keeps the sweep's output.dir, so `tunewise run best.yaml` writes where the user's runs go."""
     best_config = trial_config_for(config, best.params, None, f"{name}-best")
     raw = best_config.model_dump(mode="json")
-    raw["eval"].pop("allow_code_execution", None)  # a command-line flag only: load_config refuses it in a file
     header = f"# Best trial {best.number} of sweep {name}: {config.train.metric} = {best.value}\n"
     path.write_text(header + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True), encoding="utf-8")
 

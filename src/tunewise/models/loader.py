@@ -10,6 +10,8 @@ import re
 import shutil
 import socket
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,10 +91,10 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
 
     source = resolve_model(cfg)
     location = source.location
-    if source.kind == "dir":
-        check_local_model(Path(location), cfg)
     if source.kind == "gguf":
         location = str(_gguf_cache(Path(source.location) / source.gguf_file))
+    if source.kind in ("dir", "gguf"):
+        check_local_model(Path(location), cfg)  # for a GGUF: the cache entry, which is a folder like any other
     kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code, "revision": cfg.revision}
     if source.kind == "hub" and not _in_hub_cache(location, kwargs) and not _hub_reachable():
         raise ModelLoadError(
@@ -205,8 +207,10 @@ def load_tokenizer(cfg: ModelConfig) -> Any:
             gguf_path = Path(source.location) / source.gguf_file
             cached = _gguf_cache_dir(gguf_path)
             if (cached / "tokenizer_config.json").is_file():
-                return AutoTokenizer.from_pretrained(cached)
-            return AutoTokenizer.from_pretrained(source.location, gguf_file=source.gguf_file)
+                check_local_model(cached, cfg, weights=False)
+                return AutoTokenizer.from_pretrained(cached, trust_remote_code=cfg.trust_remote_code)
+            with _gguf_alone(gguf_path) as folder:
+                return AutoTokenizer.from_pretrained(folder, gguf_file=gguf_path.name, trust_remote_code=False)
         return AutoTokenizer.from_pretrained(source.location, **kwargs)
     except Exception as exc:  # as in load_model: many types for a broken directory
         raise ModelLoadError(_explain_load_failure(cfg.name, source, exc)) from None
@@ -223,10 +227,11 @@ def _gguf_cache(gguf_path: Path) -> Path:
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    directory, filename = str(gguf_path.parent), gguf_path.name
     try:
-        tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=filename)
-        model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=filename, dtype=torch.float32)
+        with _gguf_alone(gguf_path) as folder:
+            options: dict[str, Any] = {"gguf_file": gguf_path.name, "trust_remote_code": False}
+            tokenizer = AutoTokenizer.from_pretrained(folder, **options)
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **options)
     except Exception as exc:  # gguf parsing errors come in many types
         raise ModelLoadError(f"could not read GGUF {gguf_path}: {exc}") from None
     # The weights are already dequantized; drop the GGUF quantizer so save_pretrained writes plain tensors.
@@ -238,12 +243,23 @@ def _gguf_cache(gguf_path: Path) -> Path:
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        for stray in (p for p in staging.rglob("*") if p.suffix in {".py", ".pyc"}):  # a cache never holds code
+            stray.unlink()
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)  # atomic: a crash never leaves a half-written cache entry in place
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+@contextmanager
+def _gguf_alone(gguf_path: Path) -> Iterator[Path]:
+    """A folder holding only a link to the GGUF. transformers also reads config and tokenizer files found
+    beside a GGUF, with any `auto_map` code they name; a GGUF carries its own, so nothing beside it is read."""
+    with tempfile.TemporaryDirectory(prefix="tunewise-gguf-") as folder:
+        (Path(folder) / gguf_path.name).symlink_to(gguf_path.resolve())
+        yield Path(folder)
 
 
 def _file_digest(path: Path) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tunewise.config import EvalConfig
 from tunewise.errors import ConfigError
+from tunewise.evaluate.code_permission import current_grant
 from tunewise.evaluate.tasks.base import EvalOutput, EvalTask
 from tunewise.evaluate.tasks.classification import ClassificationTask, parse_label
 from tunewise.evaluate.tasks.perplexity import PerplexityTask
@@ -27,5 +28,5 @@ def task_for(kind: str, labels: list[str], cfg: EvalConfig, max_length: int) -> 
 
         if max(cfg.k) > cfg.samples:
             raise ConfigError(f"eval.k: pass@{max(cfg.k)} needs eval.samples >= {max(cfg.k)}")
-        return CodeTask(cfg.max_new_tokens, list(cfg.stop), cfg.allow_code_execution, cfg.samples, cfg.k, cfg.timeout)
+        return CodeTask(cfg.max_new_tokens, list(cfg.stop), current_grant(), cfg.samples, cfg.k, cfg.timeout)
     return GenerativeTask(name, cfg.max_new_tokens, list(cfg.stop), max_length, cfg.perplexity)

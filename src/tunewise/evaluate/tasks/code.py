@@ -8,8 +8,9 @@ from math import comb
 from typing import Any
 
 from tunewise.errors import ConfigError
+from tunewise.evaluate.code_permission import CodeGrant
 from tunewise.evaluate.generate import generate_answers
-from tunewise.evaluate.sandbox import run_program
+from tunewise.evaluate.sandbox import confinement_problem, run_program
 from tunewise.evaluate.stats import Difference, mean_difference
 from tunewise.evaluate.tasks.base import EvalOutput
 
@@ -37,7 +38,7 @@ class CodeTask:
 
     max_new_tokens: int
     stop: list[str]
-    allow_execution: bool
+    allow_execution: CodeGrant | None  # from the command line of this invocation; None: code may not run
     samples: int = 1
     k: list[int] = field(default_factory=lambda: [1])
     timeout: float = 5.0
@@ -47,9 +48,12 @@ class CodeTask:
     def __post_init__(self) -> None:
         if not self.allow_execution:
             raise ConfigError("the code task runs model-written programs: pass --allow-code-execution to allow it")
+        # Refused here, when the task is built at the start of a run, not after the model has been trained
+        if not self.allow_execution.unconfined and (problem := confinement_problem()) is not None:
+            raise ConfigError(problem)
 
     def evaluate(self, model, tokenizer, renderer, records, batch_size, progress=None, description=""):
-
+        unconfined = self.allow_execution is not None and self.allow_execution.unconfined
         for record in records:
             if "test" not in record.extra or "entry_point" not in record.extra:
                 raise ConfigError(f"{record.where}: code records need 'test' and 'entry_point' fields")
@@ -79,6 +83,7 @@ class CodeTask:
                         str(record.fields["prompt"]), c[i], record.extra["test"], record.extra["entry_point"]
                     ),
                     self.timeout,
+                    allow_unconfined=unconfined,
                 )
                 for c in completions
             ]
