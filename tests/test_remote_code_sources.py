@@ -125,3 +125,24 @@ def test_every_from_pretrained_passes_trust_remote_code_explicitly():
                 missing.append(f"{path.relative_to(SRC)}:{call.lineno}")
     assert calls >= 5
     assert missing == []
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"GGUF\x03\x00\x00\x00" + b"\xff\xff\xff\xff\xff\xff\xff\x7f" * 2,  # 2^63 tensors and keys announced
+        b"\x00" * 4096,  # no magic
+        "truncated",
+    ],
+    ids=["absurd-counts", "not-gguf", "truncated"],
+)
+def test_a_broken_gguf_gives_one_line_naming_the_users_file(tmp_path: Path, tiny_gguf: Path, monkeypatch, content):
+    monkeypatch.setenv("TUNEWISE_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "broken.gguf"
+    path.write_bytes(tiny_gguf.read_bytes()[:3000] if content == "truncated" else content)
+    with pytest.raises(ModelLoadError) as error:
+        load_model(ModelConfig(name=str(path)))
+    message = str(error.value)
+    assert message.startswith(f"could not read GGUF {path}") and "\n" not in message
+    assert "tunewise-gguf-" not in message  # the private link folder is never shown
+    assert not (tmp_path / "cache" / "gguf").exists() or not any((tmp_path / "cache" / "gguf").iterdir())

@@ -280,14 +280,7 @@ CODE_FLAG_ONLY = (
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Read YAML, apply `a.b=value` overrides, validate. Relative data paths resolve against the file."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    raw = _read_yaml(path) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     for override in overrides or []:
@@ -299,6 +292,59 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     if config.ablate is not None and config.ablate.raw is not None and not config.ablate.raw.is_absolute():
         config.ablate.raw = path.parent / config.ablate.raw
     return config
+
+
+MAX_CONFIG_BYTES = 1 << 20  # a config is a page of settings; a larger file is a mistake or an attack
+MAX_CONFIG_VALUES = 100_000  # after YAML aliases are expanded: an alias bomb is a few lines that expand without end
+
+
+def _read_yaml(path: Path) -> Any:
+    """The YAML of a config file, refused with one line when it is no regular file, too large, not UTF-8,
+    not YAML, nested too deep or expanding (through aliases) to more values than any config has."""
+    if not path.exists():
+        raise ConfigError(f"{path}: config file not found")
+    if not path.is_file():
+        raise ConfigError(f"{path}: not a regular file; give the path of a YAML config file")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: {path.stat().st_size} bytes; a config is at most {MAX_CONFIG_BYTES} bytes")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte {exc.start}); save the config as UTF-8") from None
+    return _parse_yaml(text, str(path), in_file=True)
+
+
+def _parse_yaml(text: str, where: str, in_file: bool = False) -> Any:
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        place = f"{where}:{mark.line + 1}" if mark and in_file else where
+        raise ConfigError(f"{place}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: YAML nested too deep") from None
+    _check_expanded_size(value, where)
+    return value
+
+
+def _check_expanded_size(value: Any, where: str) -> None:
+    """Count values as validation will visit them (an alias counts each time it is used), up to a bound."""
+    seen, stack = 0, [value]
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > MAX_CONFIG_VALUES:
+            raise ConfigError(
+                f"{where}: expands to more than {MAX_CONFIG_VALUES} values (YAML aliases repeated inside "
+                "each other?); write the values out"
+            )
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def apply_override(raw: dict[str, Any], override: str) -> None:
@@ -313,7 +359,7 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
         node = node[part]
         if not isinstance(node, dict):
             raise ConfigError(f"override '{override}': '{part}' is not a section")
-    node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+    node[parts[-1]] = _parse_yaml(value, f"override '{override}'") if value.strip() else None
 
 
 def validate_config(raw: dict[str, Any], source: str = "config") -> Config:

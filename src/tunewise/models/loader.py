@@ -227,13 +227,14 @@ def _gguf_cache(gguf_path: Path) -> Path:
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    try:
-        with _gguf_alone(gguf_path) as folder:
-            options: dict[str, Any] = {"gguf_file": gguf_path.name, "trust_remote_code": False}
+    with _gguf_alone(gguf_path) as folder:
+        options: dict[str, Any] = {"gguf_file": gguf_path.name, "trust_remote_code": False}
+        try:
             tokenizer = AutoTokenizer.from_pretrained(folder, **options)
             model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **options)
-    except Exception as exc:  # gguf parsing errors come in many types
-        raise ModelLoadError(f"could not read GGUF {gguf_path}: {exc}") from None
+        except Exception as exc:  # gguf parsing errors come in many types
+            text = str(exc).splitlines()[0].replace(str(folder / gguf_path.name), str(gguf_path))
+            raise ModelLoadError(f"could not read GGUF {gguf_path}: {text}; is it a whole, valid GGUF file?") from None
     # The weights are already dequantized; drop the GGUF quantizer so save_pretrained writes plain tensors.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
