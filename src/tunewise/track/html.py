@@ -13,7 +13,7 @@ import json
 import math
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,8 @@ from tunewise.config import greater_is_better
 from tunewise.errors import TunewiseError
 from tunewise.track import plots
 from tunewise.track.report_templates import TEMPLATES
-from tunewise.track.store import flatten, read_json, read_metrics, read_yaml
+from tunewise.track.shapes import config_sections, eval_matrix, eval_summary
+from tunewise.track.store import flatten, read_info, read_json, read_metrics, read_yaml
 
 EVAL_OVERHEAD = {"eval_loss", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second"}
 Series = list[tuple[int, float]]
@@ -94,15 +95,15 @@ def is_run(path: Path) -> bool:
 
 
 def load_run(path: Path) -> Run:
-    config = read_yaml(path / "config.yaml")
+    config = config_sections(read_yaml(path / "config.yaml"))
     rejects = path / "rejects.jsonl"
     run = Run(
         path=path,
         config=config,
         metrics=read_metrics(path / "metrics.jsonl"),
-        eval=_as_dict(read_json(path / "eval.json")),
-        matrix=_as_dict(read_json(path / "eval_matrix.json")),
-        info=_as_dict(read_json(path / "run.json")),
+        eval=eval_summary(read_json(path / "eval.json")),
+        matrix=eval_matrix(read_json(path / "eval_matrix.json")),
+        info=_run_json(path),
         n_rejects=sum(1 for line in rejects.read_text(errors="replace").splitlines() if line.strip())
         if rejects.is_file()
         else None,
@@ -110,6 +111,12 @@ def load_run(path: Path) -> Run:
     run.curation_path = find_curation_report(path, config)
     run.curation = _as_dict(read_json(run.curation_path)) if run.curation_path else None
     return run
+
+
+def _run_json(path: Path) -> dict[str, Any]:
+    """run.json through the one validating reader: a damaged one reports status `damaged` and why."""
+    info = read_info(path)
+    return asdict(info) if info is not None else {}
 
 
 def series(metrics: list[dict[str, Any]], key: str) -> Series:
@@ -197,7 +204,7 @@ def run_summary(run: Run) -> list[tuple[str, str]]:
         ("model", ev.get("model") or (config.get("model") or {}).get("name")),
         ("training data", data.get("train")),
     ]
-    if run.curation and run.curation.get("split_sizes"):
+    if run.curation and isinstance(run.curation.get("split_sizes"), dict):
         rows.append(("curated sizes", ", ".join(f"{k} {v}" for k, v in run.curation["split_sizes"].items())))
     if ev.get("n_examples") is not None:
         rows.append(("evaluated on", f"{ev['n_examples']} {ev.get('split', '')} examples".replace("  ", " ")))

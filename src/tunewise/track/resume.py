@@ -64,13 +64,19 @@ def unfinished_runs(workspace: Path, slug: str) -> list[Path]:
     if not workspace.is_dir():
         return []
     found: list[tuple[float, Path]] = []
-    for path in workspace.iterdir():
+    try:
+        entries = list(workspace.iterdir())
+    except OSError:  # unreadable: nothing to continue, a new run says what is wrong when it writes there
+        return []
+    for path in entries:
         match = _STAMP.match(path.name)
-        if not path.is_dir() or not match or not re.fullmatch(rf"{re.escape(slug)}(-\d+)?", match["slug"]):
+        if not match or not re.fullmatch(rf"{re.escape(slug)}(-\d+)?", match["slug"]) or not path.is_dir():
             continue
         info = read_info(path)  # runs from before run.json are never continued automatically
-        # validation_metric is set for training runs only: an interrupted `tunewise eval` is not one to train in
-        if info is not None and info.validation_metric and info.status not in ("completed", "pruned"):
+        # validation_metric is set for training runs only: an interrupted `tunewise eval` is not one to train in;
+        # a damaged run.json cannot say what the run was, so it is passed over (and listed as damaged)
+        resumable = info is not None and not info.damaged and info.validation_metric
+        if resumable and info.status not in ("completed", "pruned"):
             found.append((info.started, path))
     return [path for _, path in sorted(found, key=lambda pair: pair[0], reverse=True)]
 
@@ -79,6 +85,8 @@ def why_not_resumable(path: Path, config: Config) -> str | None:
     info = run_info(path)
     if info is None:
         return "not a tunewise run directory (no run.json or config.yaml)"
+    if info.damaged:
+        return f"{info.error}; or start a new run with --fresh"
     if info.status == "completed":
         return "this run completed; start a new one with --fresh"
     if info.status == "running" and info.pid != os.getpid() and process_alive(info.pid):
@@ -97,7 +105,8 @@ def why_not_resumable(path: Path, config: Config) -> str | None:
 
 def _changed_data(path: Path, config: Config) -> list[str]:
     env = read_json(path / "env.json")
-    recorded = env.get("data", {}) if isinstance(env, dict) else {}  # no env.json: killed before any data use
+    recorded = env.get("data") if isinstance(env, dict) else None  # no env.json: killed before any data use
+    recorded = recorded if isinstance(recorded, dict) else {}
     files = {"train": config.data.train, "val": config.data.val, "test": config.data.test}
     changed = []
     for split, file in files.items():

@@ -1,7 +1,9 @@
 """The run store: each run directory is the truth; a SQLite index under the workspace makes listing fast.
 
-`run.json` in a run directory says what the run is and how it ended; `sync` (re)indexes every run
-directory of the workspace, so runs copied in, deleted or written by an older tunewise stay in step.
+`run.json` in a run directory says what the run is and how it ended (validated in `runinfo.py`); `sync`
+(re)indexes every run directory of the workspace, so runs copied in, deleted or written by an older tunewise stay
+in step. Nothing a run directory holds can break listing the others: damaged files give a `damaged` run or are
+skipped, non-regular files are never opened for reading, and the index failing to update is a warning.
 """
 
 from __future__ import annotations
@@ -9,165 +11,106 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
-import time
 from collections.abc import Iterator
-from contextlib import closing, suppress
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from rich.console import Console
+from rich.markup import escape
 
 from tunewise.config import greater_is_better
 from tunewise.errors import TunewiseError
+from tunewise.track import index
+from tunewise.track.index import INDEX_NAME, MIGRATIONS, Row, Warn, migrate, open_index
+from tunewise.track.runinfo import DAMAGED, RunInfo, process_alive, read_info, write_info
+from tunewise.track.safeio import Unreadable, open_regular, read_regular
 
-INDEX_NAME = "runs.db"
+__all__ = [
+    "DAMAGED",
+    "INDEX_NAME",
+    "MIGRATIONS",
+    "RunInfo",
+    "migrate",
+    "open_index",
+    "process_alive",
+    "read_info",
+    "write_info",
+]
 
-# Ordered schema migrations; PRAGMA user_version counts how many have run. Append, never edit.
-MIGRATIONS = (
-    """CREATE TABLE runs (
-        name TEXT PRIMARY KEY, path TEXT NOT NULL, status TEXT NOT NULL, task TEXT, model TEXT,
-        started REAL, finished REAL, primary_metric TEXT, best_metric REAL)""",
-    "ALTER TABLE runs ADD COLUMN validation_metric TEXT",
-    "ALTER TABLE runs ADD COLUMN best_validation REAL",
-    "CREATE INDEX runs_started ON runs(started)",
-)
-
-
-@dataclass
-class RunInfo:
-    """What `run.json` holds: identity, outcome and the headline figures of one run."""
-
-    name: str
-    status: str = "running"  # running -> completed | failed | interrupted; a killed run stays "running"
-    task: str | None = None
-    model: str | None = None
-    started: float = field(default_factory=time.time)
-    finished: float | None = None
-    pid: int = field(default_factory=os.getpid)
-    primary_metric: str | None = None
-    best_metric: float | None = None  # the primary test metric of the best model cell
-    validation_metric: str | None = None
-    best_validation: float | None = None
-    error: str | None = None
-    resumes: int = 0  # times this run was continued from a checkpoint after it stopped
-
-    @property
-    def duration(self) -> float | None:
-        return None if self.finished is None else self.finished - self.started
-
-    @property
-    def shown_status(self) -> str:
-        """A run still 'running' whose process is gone was killed: say so."""
-        if self.status == "running" and not process_alive(self.pid):
-            return "crashed"
-        return self.status
+MAX_JSON = 256 << 20  # base_eval.json holds every prediction of the base model
+MAX_YAML = 8 << 20
+MAX_METRICS_LINE = 1 << 20  # a longer "line" is damage (or a file without newlines), not a logged row
 
 
-def write_info(run_path: Path, info: RunInfo) -> None:
-    tmp = run_path / "run.json.tmp"
-    tmp.write_text(json.dumps(asdict(info), indent=2) + "\n", encoding="utf-8")
-    tmp.replace(run_path / "run.json")
-
-
-def read_info(run_path: Path) -> RunInfo | None:
-    try:
-        raw = json.loads((run_path / "run.json").read_text(encoding="utf-8"))
-        known = {k: v for k, v in raw.items() if k in RunInfo.__dataclass_fields__}
-        return RunInfo(**known)
-    except (OSError, ValueError, TypeError):
-        return None
+def warn_on_stderr(message: str) -> None:
+    Console(stderr=True, soft_wrap=True).print(f"[yellow]warning: {escape(message)}[/]", highlight=False)
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """metrics.jsonl rows; a partial or corrupt line (a crash mid-write) is skipped, never fatal."""
-    rows = []
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
+    """metrics.jsonl rows; a partial or corrupt line (a crash mid-write), or a row whose step is not a whole
+    number, is skipped, never fatal. Read line by line, so a huge file costs its rows, not its bytes twice."""
+    fd = open_regular(path)
+    if fd is None:
         return []
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
+    rows = []
+    with os.fdopen(fd, "rb") as fh:
+        while line := fh.readline(MAX_METRICS_LINE):
+            if not line.endswith(b"\n") and len(line) == MAX_METRICS_LINE:
+                while (rest := fh.readline(MAX_METRICS_LINE)) and not rest.endswith(b"\n"):
+                    pass  # skip the rest of an overlong line
+                continue
+            try:
+                row = json.loads(line.decode("utf-8", errors="replace"))
+            except (ValueError, RecursionError):
+                continue
+            step = row.get("step") if isinstance(row, dict) else None
+            if isinstance(row, dict) and (step is None or (isinstance(step, int) and not isinstance(step, bool))):
+                rows.append(row)
     return rows
 
 
 def read_json(path: Path) -> Any:
-    """A run file's JSON, or None when it is missing or half-written."""
+    """A run file's JSON, or None when it is missing, half-written, not a regular file or not JSON."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return json.loads(read_regular(path, MAX_JSON).decode("utf-8"))
+    except (Unreadable, ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
     """A run's config.yaml as a dict ({} when missing or unreadable)."""
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+        loaded = yaml.safe_load(read_regular(path, MAX_YAML).decode("utf-8"))
+    except (Unreadable, ValueError, RecursionError, yaml.YAMLError):
         return {}
     return loaded if isinstance(loaded, dict) else {}
 
 
-def open_index(workspace: Path) -> sqlite3.Connection:
-    """The workspace's index, migrated to the current schema."""
-    workspace.mkdir(parents=True, exist_ok=True)
-    # autocommit mode: sqlite3 would otherwise commit DDL on its own, splitting a migration from its version bump
-    conn = sqlite3.connect(workspace / INDEX_NAME, timeout=30, isolation_level=None)
-    conn.row_factory = sqlite3.Row
-    try:
-        migrate(conn)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def migrate(conn: sqlite3.Connection) -> int:
-    conn.execute("BEGIN IMMEDIATE")  # one writer migrates; a concurrent opener waits, then sees it done
-    try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > len(MIGRATIONS):
-            raise TunewiseError(f"the run index was written by a newer tunewise (schema {version}); upgrade tunewise")
-        for number, statement in enumerate(MIGRATIONS[version:], start=version + 1):
-            conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {number}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return len(MIGRATIONS)
-
-
-def index_run(workspace: Path, run_path: Path) -> None:
-    info = read_info(run_path)
-    if info is None:
-        return
-    with closing(open_index(workspace)) as conn:
-        _upsert(conn, workspace, run_path, info)
-
-
-def sync(workspace: Path) -> list[tuple[Path, RunInfo]]:
-    """Index every run directory under the workspace (and forget deleted ones); newest first."""
+def sync(workspace: Path, warn: Warn = warn_on_stderr) -> list[tuple[Path, RunInfo]]:
+    """Every run directory under the workspace, newest first, written to the index (forgetting deleted ones).
+    The runs come from their directories: an index that cannot be written is a warning, not an error."""
+    if not os.path.lexists(workspace):
+        return []  # nothing has run here yet; listing creates nothing
+    if not workspace.is_dir():
+        raise TunewiseError(f"{workspace} is not a directory; --dir takes the workspace (output.dir of your configs)")
     runs = sorted(_run_dirs(workspace), key=lambda pair: pair[1].started, reverse=True)
-    with closing(open_index(workspace)) as conn:
-        conn.execute("BEGIN")
-        conn.execute("DELETE FROM runs")
-        for path, info in runs:
-            _upsert(conn, workspace, path, info)
-        conn.execute("COMMIT")
+    index.replace_all(workspace, [_row(workspace, path, info) for path, info in runs], warn)
     return runs
+
+
+def index_run(workspace: Path, run_path: Path, warn: Warn = warn_on_stderr) -> bool:
+    """Add or update one run in the index; False (after a warning) when the index could not be written."""
+    info = run_info(run_path)
+    if info is None:
+        return False
+    return index.upsert(workspace, _row(workspace, run_path, info), warn, lambda: _all_rows(workspace))
 
 
 def find_run(workspace: Path, ref: str, exact: bool = False) -> Path:
     """A run by path, by name (its path under the workspace), or, unless `exact`, by a unique part of it."""
     direct = Path(ref)
-    if (direct / "run.json").is_file() or (direct / "config.yaml").is_file():
+    if _is_file(direct / "run.json") or _is_file(direct / "config.yaml"):
         return direct
     runs = [(path, display_name(workspace, path)) for path, _ in _run_dirs(workspace)]
     exact_matches = [path for path, name in runs if ref in (name, path.name)]
@@ -184,43 +127,58 @@ def find_run(workspace: Path, ref: str, exact: bool = False) -> Path:
     raise TunewiseError(f"'{ref}' matches {len(found)} runs ({names}); give more of the name")
 
 
-def remove_run(workspace: Path, run_path: Path) -> None:
+def remove_run(workspace: Path, run_path: Path, warn: Warn = warn_on_stderr) -> None:
     """Delete one run directory: only a real run (run.json or config.yaml + metrics) inside the workspace."""
-    root, target = workspace.resolve(), run_path.resolve()
+    try:
+        root, target = workspace.resolve(strict=True), run_path.resolve(strict=True)
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+        raise TunewiseError(f"{run_path}: cannot resolve the path ({exc}); nothing removed") from None
     if root not in target.parents:
         raise TunewiseError(f"{run_path} is not inside the workspace {workspace}; nothing removed")
     if run_info(target) is None:
         raise TunewiseError(f"{run_path} is not a tunewise run directory; nothing removed")
-    shutil.rmtree(target)
-    with closing(open_index(workspace)) as conn:
-        conn.execute("DELETE FROM runs WHERE path = ?", (str(target),))
+    try:
+        shutil.rmtree(target)
+    except OSError as exc:
+        where = exc.filename or target
+        raise TunewiseError(
+            f"cannot remove {where}: {exc.strerror or exc}; part of {run_path} may be left, remove it by hand"
+        ) from None
+    index.forget(workspace, str(target), warn, lambda: _all_rows(workspace))
 
 
-def _upsert(conn: sqlite3.Connection, workspace: Path, path: Path, info: RunInfo) -> None:
-    conn.execute(
-        """INSERT OR REPLACE INTO runs (name, path, status, task, model, started, finished, primary_metric,
-           best_metric, validation_metric, best_validation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-        (
-            display_name(workspace, path),
-            str(path.resolve()),
-            info.shown_status,
-            info.task,
-            info.model,
-            info.started,
-            info.finished,
-            info.primary_metric,
-            info.best_metric,
-            info.validation_metric,
-            info.best_validation,
-        ),
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte: not a path of a run
+        return False
+
+
+def _row(workspace: Path, path: Path, info: RunInfo) -> Row:
+    return (
+        display_name(workspace, path),
+        str(path.resolve()),
+        info.shown_status,
+        info.task,
+        info.model,
+        info.started,
+        info.finished,
+        info.primary_metric,
+        info.best_metric,
+        info.validation_metric,
+        info.best_validation,
     )
+
+
+def _all_rows(workspace: Path) -> list[Row]:
+    return [_row(workspace, path, info) for path, info in _run_dirs(workspace)]
 
 
 def display_name(workspace: Path, path: Path) -> str:
     """The run's path under the workspace: sweep trials and ablation arms live a few levels down."""
     try:
         return path.resolve().relative_to(workspace.resolve()).as_posix()
-    except ValueError:
+    except (ValueError, OSError, RuntimeError):  # outside the workspace, or a symlink loop
         return path.name
 
 
@@ -228,17 +186,41 @@ _NOT_RUNS = {"checkpoints", "adapter", "plots", "tensorboard", "data", "mlartifa
 
 
 def _run_dirs(workspace: Path, depth: int = 4) -> Iterator[tuple[Path, RunInfo]]:
-    """Run directories under the workspace, including sweep trials and ablation arms (a few levels down)."""
-    if depth < 0 or not workspace.is_dir():
+    """Run directories under the workspace, including sweep trials and ablation arms (a few levels down).
+
+    A symlinked directory is followed only when it leads to a place inside the workspace not seen yet: a link out
+    of the workspace (to `/`, say) is never walked, and a second way to the same run does not list it twice."""
+    try:
+        root = workspace.resolve(strict=True)
+    except (OSError, RuntimeError):
         return
-    for path in workspace.iterdir():
-        if not path.is_dir() or path.name in _NOT_RUNS or path.name.startswith("."):
+    yield from _walk(workspace, root, {root}, depth)
+
+
+def _walk(directory: Path, root: Path, seen: set[Path], depth: int) -> Iterator[tuple[Path, RunInfo]]:
+    if depth < 0:
+        return
+    try:
+        entries = sorted(directory.iterdir())
+    except OSError:  # unreadable (permissions) or gone meanwhile: nothing of it to list
+        return
+    for path in entries:
+        if path.name in _NOT_RUNS or path.name.startswith("."):
             continue
+        try:
+            if not path.is_dir():
+                continue
+            real = path.resolve(strict=True)
+        except (OSError, RuntimeError):  # a dangling or looping symlink
+            continue
+        if real in seen or root not in real.parents:
+            continue
+        seen.add(real)
         info = run_info(path)
         if info is not None:
             yield path, info
         else:
-            yield from _run_dirs(path, depth - 1)
+            yield from _walk(path, root, seen, depth - 1)
 
 
 def run_info(path: Path) -> RunInfo | None:
@@ -248,22 +230,32 @@ def run_info(path: Path) -> RunInfo | None:
 
 def _legacy_info(path: Path) -> RunInfo | None:
     """Runs from before run.json: enough from config.yaml, metrics.jsonl and eval.json to list them."""
-    if not (path / "config.yaml").is_file():
-        return None
-    started = (path / "config.yaml").stat().st_mtime
-    info = RunInfo(name=path.name, status="unknown", started=started, pid=-1)
-    evaluation = path / "eval.json"
     try:
-        summary = json.loads(evaluation.read_text(encoding="utf-8")) if evaluation.is_file() else None
-    except (OSError, ValueError):
-        summary = None  # a half-written eval.json: list the run anyway
+        if not (path / "config.yaml").is_file():
+            return None
+        started = (path / "config.yaml").stat().st_mtime
+    except OSError:  # removed meanwhile
+        return None
+    info = RunInfo(name=path.name, status="unknown", started=started, pid=-1)
+    summary = read_json(path / "eval.json")  # a half-written or damaged eval.json: list the run anyway
     if isinstance(summary, dict):
-        info.status, info.task, info.model = "completed", summary.get("task"), summary.get("model")
-        info.finished = evaluation.stat().st_mtime
-        info.primary_metric = summary.get("primary_metric")
-        scores = [m.get(info.primary_metric) for m in summary.get("models", {}).values()]
-        info.best_metric = best_of([s for s in scores if isinstance(s, int | float)], info.primary_metric)
+        task, model, metric = (summary.get(k) for k in ("task", "model", "primary_metric"))
+        metric = metric if isinstance(metric, str) else None
+        info.status, info.primary_metric = "completed", metric
+        info.task, info.model = (v if isinstance(v, str) else None for v in (task, model))
+        try:
+            info.finished = (path / "eval.json").stat().st_mtime
+        except OSError:
+            info.finished = None
+        models = summary.get("models")
+        cells = [m for m in models.values() if isinstance(m, dict)] if isinstance(models, dict) else []
+        scores = [m.get(metric) for m in cells] if metric else []
+        info.best_metric = best_of([float(s) for s in scores if _real(s)], metric)
     return info
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and abs(value) < 1e308
 
 
 def best_of(values: list[float], metric: str | None) -> float | None:
@@ -272,27 +264,14 @@ def best_of(values: list[float], metric: str | None) -> float | None:
     return max(values) if metric is None or greater_is_better(metric) else min(values)
 
 
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dicts to dotted keys: {'train': {'lr': 1}} -> {'train.lr': 1}; lists stay values."""
+def flatten(tree: dict[str, Any], prefix: str = "", depth: int = 32) -> dict[str, Any]:
+    """Nested dicts to dotted keys: {'train': {'lr': 1}} -> {'train.lr': 1}; lists stay values, and so does what
+    is nested deeper than any config (a damaged config.yaml must not exhaust the stack)."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, dotted + "."))
+        if isinstance(value, dict) and value and depth > 0:
+            flat.update(flatten(value, dotted + ".", depth - 1))
         else:
             flat[dotted] = value
     return flat
-
-
-def process_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with suppress(OSError), open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-        return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"  # a zombie (killed, not yet reaped) writes nothing
-    return True

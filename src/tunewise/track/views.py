@@ -11,19 +11,20 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tunewise.track.store import RunInfo, display_name, flatten, read_info, read_json, read_metrics, read_yaml, sync
+from tunewise.track.shapes import eval_summary
+from tunewise.track.store import RunInfo, display_name, flatten, read_json, read_metrics, read_yaml, run_info, sync
 
 
 def list_runs(console: Console, workspace: Path) -> list[tuple[Path, RunInfo]]:
-    runs = sync(workspace)
-    table = Table(title=f"Runs in {workspace} ({len(runs)})")
+    runs = sync(workspace, warn=lambda message: console.print(f"[yellow]warning: {escape(message)}[/]"))
+    table = Table(title=f"Runs in {_text(str(workspace))} ({len(runs)})")
     table.add_column("name", no_wrap=True)  # names are what users copy into `runs show`
     for column in ("task", "status", "best metric", "best val", "duration", "started"):
         table.add_column(column, justify="right" if column in ("best metric", "best val", "duration") else "left")
     for path, info in runs:
         table.add_row(
-            escape(display_name(workspace, path)),
-            info.task or "",
+            _text(display_name(workspace, path)),
+            _text(info.task or ""),
             _status(info.shown_status),
             _metric(info.primary_metric, info.best_metric),
             _metric(info.validation_metric, info.best_validation),
@@ -35,64 +36,75 @@ def list_runs(console: Console, workspace: Path) -> list[tuple[Path, RunInfo]]:
 
 
 def show_run(console: Console, run: Path) -> None:
-    info = read_info(run)
-    console.print(f"[bold]{escape(run.name)}[/]  {escape(str(run))}")
+    """Everything the run's files tell; a damaged file is named and skipped, the rest is still shown."""
+    info = run_info(run)
+    console.print(f"[bold]{_text(run.name)}[/]  {_text(str(run))}")
     if info is not None:
-        console.print(f"status {_status(info.shown_status)}, duration {_duration(info.duration)}")
+        console.print(f"status {_status(info.shown_status)}, duration {_duration(info.duration) or '-'}")
         if info.error:
-            console.print(f"[red]{escape(info.error)}[/]")
-    evaluation = _json(run / "eval.json")
-    if evaluation and {"primary_metric", "models", "task"} <= set(evaluation):
-        metric = evaluation["primary_metric"]
+            console.print(f"[red]{_text(info.error)}[/]")
+    evaluation = eval_summary(read_json(run / "eval.json"))
+    metric, models = evaluation.get("primary_metric"), _dict(evaluation.get("models"))
+    if isinstance(metric, str) and models:
         table = Table(
-            title=f"{evaluation['task']} on {evaluation.get('n_examples')} {evaluation.get('split')} examples"
+            title=f"{_text(str(evaluation.get('task')))} on {_text(str(evaluation.get('n_examples')))} "
+            f"{_text(str(evaluation.get('split')))} examples"
         )
         table.add_column("model · prompt")
-        table.add_column(metric, justify="right")
-        for cell, metrics in evaluation["models"].items():
-            table.add_row(escape(cell), _number(metrics.get(metric)))
+        table.add_column(_text(metric), justify="right")
+        for cell, metrics in models.items():
+            table.add_row(_text(str(cell)), _number(_dict(metrics).get(metric)))
         console.print(table)
-        for name, diff in evaluation.get("differences", {}).items():
-            console.print(
-                f"Δ {name} (fine-tuned − base) {diff['delta']:+.4f}, 95% CI "
-                f"[{diff['ci_low']:+.4f}, {diff['ci_high']:+.4f}], p={diff['p_value']:.3f}"
-            )
+        for name, diff in _dict(evaluation.get("differences")).items():
+            figures = [_dict(diff).get(k) for k in ("delta", "ci_low", "ci_high", "p_value")]
+            if all(_real(f) for f in figures):
+                delta, low, high, p_value = figures
+                console.print(
+                    f"Δ {_text(str(name))} (fine-tuned − base) {delta:+.4f}, 95% CI [{low:+.4f}, {high:+.4f}], "
+                    f"p={p_value:.3f}"
+                )
+    elif (run / "eval.json").exists():
+        console.print("[yellow]eval.json is damaged or not a tunewise evaluation; not shown[/]")
     end = _train_end(run)
     if end:
         console.print(
-            f"training: {end['step']} steps, best step {end['best_step']} ({end.get('best_metric')}), "
-            f"stopped early: {end['stopped_early']}"
+            f"training: {_text(str(end.get('step')))} steps, best step {_text(str(end.get('best_step')))} "
+            f"({_text(str(end.get('best_metric')))}), stopped early: {_text(str(end.get('stopped_early')))}"
         )
     environment = _json(run / "env.json")
     if environment:
-        libraries = ", ".join(f"{k} {v}" for k, v in environment["libraries"].items() if v)
-        console.print(f"environment: python {environment['python']}, {libraries}; seed {environment['seed']}")
-        for split, digest in environment["data"].items():
-            console.print(f"  {split}: {digest['path']} sha256 {digest.get('sha256', 'missing')[:16]}")
+        libraries = ", ".join(f"{k} {v}" for k, v in _dict(environment.get("libraries")).items() if v)
+        console.print(
+            _text(f"environment: python {environment.get('python')}, {libraries}; seed {environment.get('seed')}")
+        )
+        for split, digest in _dict(environment.get("data")).items():
+            digest = _dict(digest)
+            sha = digest.get("sha256") if isinstance(digest.get("sha256"), str) else "missing"
+            console.print(_text(f"  {split}: {digest.get('path')} sha256 {sha[:16]}"))
 
 
 def compare_runs(console: Console, runs: list[Path]) -> dict[str, Any]:
     """A metric table across runs and the config keys whose values differ."""
-    names = [r.name for r in runs]
+    names = [_text(r.name) for r in runs]
     rows: dict[str, list[str]] = {}
     for index, run in enumerate(runs):
-        evaluation = _json(run / "eval.json") or {}
-        metric = evaluation.get("primary_metric")
-        for cell, metrics in evaluation.get("models", {}).items():
-            rows.setdefault(f"{metric} · {cell}", [""] * len(runs))[index] = _number(metrics.get(metric))
+        evaluation = eval_summary(read_json(run / "eval.json"))
+        metric = evaluation.get("primary_metric")  # a string or None
+        for cell, metrics in _dict(evaluation.get("models")).items():
+            rows.setdefault(f"{metric} · {cell}", [""] * len(runs))[index] = _number(_dict(metrics).get(metric))
         end = _train_end(run) or {}
-        if end.get("best_metric") is not None:
+        if _real(end.get("best_metric")):
             rows.setdefault("best validation metric", [""] * len(runs))[index] = f"{end['best_metric']:.4f}"
         if end:
-            rows.setdefault("training steps", [""] * len(runs))[index] = str(end["step"])
-        info = read_info(run)
+            rows.setdefault("training steps", [""] * len(runs))[index] = _text(str(end.get("step")))
+        info = run_info(run)
         rows.setdefault("duration", [""] * len(runs))[index] = _duration(info.duration if info else None)
     table = Table(title="Metrics")
     table.add_column("")
     for name in names:
         table.add_column(name, justify="right")
     for label, values in rows.items():
-        table.add_row(escape(label), *values)
+        table.add_row(_text(label), *values)
     console.print(table)
 
     diff = config_diff(runs)
@@ -101,7 +113,7 @@ def compare_runs(console: Console, runs: list[Path]) -> dict[str, Any]:
     for name in names:
         diff_table.add_column(name)
     for key, values in diff.items():
-        diff_table.add_row(escape(key), *[escape(json.dumps(v, ensure_ascii=False)) for v in values])
+        diff_table.add_row(_text(key), *[_text(json.dumps(v, ensure_ascii=False, default=str)) for v in values])
     console.print(diff_table)
     return {"metrics": rows, "config_diff": diff}
 
@@ -123,16 +135,32 @@ def _train_end(run: Path) -> dict[str, Any] | None:
 
 
 def _number(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, int | float) else ""
+    return f"{value:.4f}" if _real(value) else ""
 
 
-def _json(path: Path) -> dict[str, Any] | None:
-    loaded = read_json(path)
-    return loaded if isinstance(loaded, dict) else None
+def _real(value: Any) -> bool:
+    """A number that formats: not a bool, not an integer too large for a float."""
+    return isinstance(value, float) or (isinstance(value, int) and not isinstance(value, bool) and abs(value) < 1e308)
+
+
+def _dict(value: Any) -> dict[Any, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _json(path: Path) -> dict[str, Any]:
+    return _dict(read_json(path))
+
+
+def _text(value: str) -> str:
+    """Text from run files, safe for the terminal: Rich markup escaped, control characters (a planted escape
+    sequence would rewrite the screen) shown as escapes instead of sent."""
+    if not value.isprintable():
+        value = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in value)
+    return escape(value)
 
 
 def _metric(name: str | None, value: float | None) -> str:
-    return "" if value is None else f"{name.removeprefix('eval_') if name else ''} {value:.4f}"
+    return "" if value is None else _text(f"{name.removeprefix('eval_') if name else ''} {value:.4f}")
 
 
 def _duration(seconds: float | None) -> str:
@@ -143,5 +171,5 @@ def _duration(seconds: float | None) -> str:
 
 
 def _status(status: str) -> str:
-    colour = {"completed": "green", "failed": "red", "crashed": "red", "running": "yellow"}.get(status, "white")
-    return f"[{colour}]{status}[/]"
+    colour = {"completed": "green", "failed": "red", "crashed": "red", "damaged": "red", "running": "yellow"}
+    return f"[{colour.get(status, 'white')}]{_text(status)}[/]"

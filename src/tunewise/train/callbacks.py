@@ -13,6 +13,11 @@ from typing import Any
 from rich.console import Console
 from transformers import TrainerCallback
 
+from tunewise.track.safeio import append_text
+
+# A training run stopped by a full disk is continued from its newest checkpoint by the same command.
+RESUME_HINT = "free some space and run the same command again: it continues from the newest checkpoint"
+
 
 class MetricsLogger(TrainerCallback):
     """Appends every logged dict to metrics.jsonl, flushed per line so a crash loses at most one line."""
@@ -21,8 +26,8 @@ class MetricsLogger(TrainerCallback):
         self.path = path
 
     def write(self, record: dict[str, Any]) -> None:
-        with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
+        """One line; a full disk stops the run with a one-line error (and no half line left in the file)."""
+        append_text(self.path, json.dumps({"time": round(time.time(), 3), **record}) + "\n", hint=RESUME_HINT)
 
     def truncate(self, size: int) -> bool:
         """Drop what was logged after a checkpoint (its recorded size), so a resumed run logs no step twice.

@@ -10,8 +10,6 @@ every file matches it, which also catches what atomicity cannot: truncation or b
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import hashlib
 import json
 import os
@@ -21,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tunewise.track.safeio import describe_failure as describe_write_failure
 from tunewise.track.store import process_alive
 
 MANIFEST = "manifest.json"
@@ -194,18 +193,9 @@ def save_dir_atomically(target: Path, write: Callable[[Path], None]) -> None:
 
 
 def describe_failure(exc: BaseException, where: Path) -> str:
-    """What went wrong writing a file, in words ('no space left on device'), with the free space left there."""
-    code, text, seen = None, str(exc), exc
-    while seen is not None and code is None:  # torch.save and safetensors wrap the OS error in their own
-        code = getattr(seen, "errno", None)
-        seen = seen.__cause__ or seen.__context__
-    if code is None:
-        known = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS)
-        code = next((c for c in known if os.strerror(c).lower() in text.lower()), None)
-    reason = f"{os.strerror(code).lower()} (errno {code})" if code is not None else f"{type(exc).__name__}: {text}"
-    with contextlib.suppress(OSError):
-        reason += f"; {shutil.disk_usage(where).free / 2**20:.0f} MB free there"
-    return reason
+    """What went wrong writing a file, in words ('no space left on device'), with the free space left there; a
+    failure without an errno on a full disk (torch.save's "file write failed") is named as the full disk it is."""
+    return describe_write_failure(exc, where)
 
 
 def _free_name(parent: Path, name: str) -> Path:
