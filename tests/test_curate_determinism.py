@@ -1,6 +1,6 @@
 """The same inputs and seed give byte-identical curated splits, rejects and report counts, whatever the
-torch/BLAS thread settings and the hash seed of the process: every step that turns floats into a
-decision (semantic dedup, cleanlab's label errors, relevance) runs on one thread."""
+torch/BLAS thread settings and the hash seed of the process: curation runs embeddings on a fixed number
+of torch threads and the classifier and similarities on one BLAS thread."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from tiny import make_classification_rows, write_jsonl
-from tunewise.curate.base import single_threaded
+from tunewise.curate.base import TORCH_THREADS, fixed_threads
 
 STEPS = [
     {"step": "validate"},
@@ -81,12 +81,12 @@ def test_curation_is_byte_identical_across_thread_settings_and_hash_seeds(tmp_pa
     assert (outputs[0] / "test.jsonl").stat().st_size > 0
 
 
-def test_single_threaded_pins_torch_and_blas_and_restores_torch():
+def test_fixed_threads_pins_torch_and_blas_and_restores_torch():
     import torch
     from threadpoolctl import threadpool_info
 
-    torch.set_num_threads(2)
-    with single_threaded():
-        assert torch.get_num_threads() == 1
-        assert all(pool["num_threads"] == 1 for pool in threadpool_info())
-    assert torch.get_num_threads() == 2
+    torch.set_num_threads(1)
+    with fixed_threads():
+        assert torch.get_num_threads() == TORCH_THREADS
+        assert all(pool["num_threads"] == 1 for pool in threadpool_info() if pool["user_api"] == "blas")
+    assert torch.get_num_threads() == 1

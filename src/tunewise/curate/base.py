@@ -35,21 +35,25 @@ class Step(Protocol):
     def __call__(self, records: list[Record], ctx: Context) -> Iterator[Verdict]: ...
 
 
-@contextmanager
-def single_threaded() -> Iterator[None]:
-    """Curation's float work (embeddings, classifier, similarities) on one thread of torch and of BLAS.
+TORCH_THREADS = 2  # embeddings: fixed, so their bits never depend on the machine's or the user's thread setting
 
-    A matrix product's last bits depend on how many threads split it, and a decision near its threshold
-    (a cosine at 0.95, a cleanlab confidence) follows those bits: with one thread, the same inputs and
-    seed give byte-identical splits whatever OMP_NUM_THREADS, torch's thread setting or the load.
+
+@contextmanager
+def fixed_threads() -> Iterator[None]:
+    """Curation's float work on a fixed number of threads: torch (embeddings) on TORCH_THREADS, BLAS
+    (classifier, similarities) on one.
+
+    A matrix product's last bits can depend on how many threads split it, and a decision near its threshold
+    (a cosine at 0.95, a cleanlab confidence) follows those bits: with fixed threads, the same inputs and
+    seed give byte-identical splits on a machine whatever OMP_NUM_THREADS, torch's thread setting or the load.
     """
     import torch
     from threadpoolctl import threadpool_limits
 
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(TORCH_THREADS)
     try:
-        with threadpool_limits(limits=1):
+        with threadpool_limits(limits=1, user_api="blas"):
             yield
     finally:
         torch.set_num_threads(before)

@@ -12,7 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tunewise.curate.base import Context, Step, single_threaded
+from tunewise.curate.base import Context, Step, fixed_threads
 from tunewise.curate.dedup import Decontaminate, NearDedup, SemanticDedup
 from tunewise.curate.select_steps import Balance, LabelErrors, Relevance, Split
 from tunewise.curate.settings import CurateConfig, StepSettings
@@ -83,7 +83,7 @@ def run_steps(
     reports = [StepReport("read", True, n_input, len(records), dict(Counter(r.to_json()["category"] for r in rejects)))]
     initial, current = records, records
     columns = (TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as progress, single_threaded():
+    with Progress(*columns, console=console, transient=False) as progress, fixed_threads():
         for settings in cfg.steps:
             step = build_step(settings, labels, lengths_of)
             if not settings.enabled:
