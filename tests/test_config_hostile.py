@@ -72,3 +72,12 @@ def test_hostile_overrides_name_the_override(tmp_path: Path, override: str, mess
     path.write_text(BASE)
     with pytest.raises(ConfigError, match=message):
         load_config(path, [override])
+
+
+def test_a_leading_tilde_in_a_data_path_is_the_home_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    path = tmp_path / "cfg.yaml"
+    path.write_text("model: {name: m}\ndata: {kind: classification, train: ~/t.jsonl, val: a/~/v.jsonl}\n")
+    config = load_config(path)
+    assert config.data.train == tmp_path / "home" / "t.jsonl"
+    assert config.data.val == tmp_path / "a" / "~" / "v.jsonl"

@@ -403,8 +403,9 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
 def _resolve_data_paths(data: DataConfig, base: Path) -> None:
     for name in ("train", "val", "test"):
         value = getattr(data, name)
-        if value is not None and not value.is_absolute():
-            setattr(data, name, base / value)
+        if value is not None:
+            value = value.expanduser()  # `~/data.jsonl` means the home folder, as in a shell
+            setattr(data, name, value if value.is_absolute() else base / value)
 
 
 def dump_config(config: Config) -> str:

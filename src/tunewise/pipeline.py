@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import shutil
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -18,9 +19,9 @@ from tunewise.config import Config
 from tunewise.curate.runner import curate
 from tunewise.data.encode import encode_records
 from tunewise.data.prompt import PromptRenderer
-from tunewise.data.splits import DataSplits, load_splits
+from tunewise.data.splits import DataSplits, check_data_paths, load_splits
 from tunewise.data.variants import DEFAULT_PROMPT, prompt_variants
-from tunewise.errors import DataError, ModelLoadError
+from tunewise.errors import DataError, ModelLoadError, TunewiseError
 from tunewise.evaluate.stats import Difference
 from tunewise.evaluate.tasks import EvalTask, task_for
 from tunewise.models import load_model
@@ -48,9 +49,10 @@ def run(
     only) continues an unfinished run of the same config in its directory instead of starting a new one."""
     started = time.time()
     check_installed(config)
+    check_data_paths(config.data)  # a bad data path fails here, before a run directory exists
     raw_data = config.data.train if config.curate is not None else None
     if config.curate is not None:
-        config = with_curated_data(config, curate(config, console).splits)
+        config = with_curated_data(config, curate(config, console, for_run=True).splits)
     existing = select_run_dir(config, config_path, resume, console) if resume and do_train else None
     run_dir = RunDir(existing) if existing else create_run_dir(config, config_path)
     console.print(f"run directory: {run_dir.path}")
@@ -59,7 +61,12 @@ def run(
     if previous is not None:  # the same run, continued: keep its start, count the resumes
         info.started, info.resumes = previous.started, previous.resumes + 1
     info.validation_metric = config.train.metric if do_train else None
-    write_info(run_dir.path, info)
+    try:
+        write_info(run_dir.path, info)
+    except TunewiseError:
+        if not existing:
+            shutil.rmtree(run_dir.path, ignore_errors=True)  # nothing ran yet: leave no half-made run behind
+        raise
     trackers = Trackers(None, run_dir.path)
     try:
         if not existing or not (run_dir.path / "env.json").is_file():  # a resume keeps the data hashes it checked
@@ -131,9 +138,11 @@ def _experiment(
     resuming: bool = False,
 ) -> Outcome:
     """Data -> base evaluation -> training -> fine-tuned evaluation, written into the run directory."""
-    splits = load_splits(config.data, config.train.seed)  # before the model: bad data fails in a second
     if resuming:
         (run_dir.path / "rejects.jsonl").unlink(missing_ok=True)  # written again below, not appended twice
+    # Before the model: bad data fails in a second. If no usable records are left, the rejects are
+    # written to the run directory first, and the error says where.
+    splits = load_splits(config.data, config.train.seed, save_rejects=run_dir.write_rejects)
     rejects_path = run_dir.write_rejects(splits.rejects)
     print_data_summary(console, splits, rejects_path)
     task = task_for(config.data.kind, splits.labels, config.eval, config.train.max_length)
@@ -159,7 +168,13 @@ def _experiment(
 
     if do_eval and config.eval.base:
         stored = read_json(run_dir.path / BASE_EVAL) if resuming else None
-        if isinstance(stored, dict) and set(stored.get("results", {})) == {_cell("base", v) for v in renderers}:
+        cells = {_cell("base", v) for v in renderers}
+        if (
+            isinstance(stored, dict)
+            and isinstance(stored.get("results"), dict)
+            and isinstance(stored.get("predictions"), dict)
+            and set(stored["results"]) == cells
+        ):
             results.update(stored["results"])
             predictions.update(stored["predictions"])
             console.print(f"base model: results of the interrupted run reused ({BASE_EVAL})")

@@ -9,13 +9,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from tunewise.config import Config
+from tunewise.config import Config, DataConfig
 from tunewise.curate.base import Context
 from tunewise.curate.pipeline import CurationResult, run_steps, write_splits
 from tunewise.curate.report import build_report, write_report
+from tunewise.data.files import display_path
 from tunewise.data.records import Record, Reject
-from tunewise.data.splits import load_file
-from tunewise.errors import ConfigError, RenderError
+from tunewise.data.splits import check_data_paths, load_file
+from tunewise.errors import ConfigError, DataError, RenderError
 
 
 @dataclass
@@ -26,23 +27,27 @@ class CurateOutcome:
     result: CurationResult
 
 
-def curate(config: Config, console: Console) -> CurateOutcome:
+def curate(config: Config, console: Console, for_run: bool = False) -> CurateOutcome:
+    """`for_run` (curation as the first stage of `tunewise run`): after the outputs are written, a
+    DataError if the curated data cannot be trained on (no training records, or a given val/test file
+    with none left), naming the rejects file that says why."""
     if config.curate is None:
         raise ConfigError("the config has no curate: section; add one (see configs/ and examples/)")
     cfg = config.curate
     # Curation accounts for bad rows instead of stopping on the first one.
     data = config.data.model_copy(update={"on_error": "skip"})
+    check_data_paths(data)  # every path, before anything is read or written
     records, read_rejects, total = load_file(data.train, data)
-    if total == 0:  # still write the (empty) outputs and report, but say why they are empty
-        console.print(f"[yellow]warning: {escape(str(data.train))} holds no records (empty, or only blank lines)[/]")
     reference: list[Record] = []
     passthrough_rejects: list[Reject] = []
+    given_counts: dict[str, tuple[int, int]] = {}  # split -> (records read, records kept)
     for split in ("val", "test"):
         path = getattr(data, split)
         if path is not None:
-            given, bad, _ = load_file(path, data)
+            given, bad, read = load_file(path, data)
             reference += [replace(r, split=split) for r in given]
             passthrough_rejects += bad
+            given_counts[split] = (read, len(given))
     ctx = Context(
         seed=cfg.seed,
         embed_dtype=cfg.embed_dtype,
@@ -50,7 +55,7 @@ def curate(config: Config, console: Console) -> CurateOutcome:
         reference_splits=tuple(s for s in ("val", "test") if getattr(data, s) is not None),
     )
     console.print(
-        f"curate: {len(records) + len(read_rejects)} rows from {data.train}"
+        f"curate: {len(records) + len(read_rejects)} rows from {escape(display_path(data.train))}"
         + (f"; {len(reference)} eval records given as files" if reference else "")
     )
     result = run_steps(records, read_rejects, cfg, ctx, console, config.data.labels, _lengths_fn(config))
@@ -59,15 +64,44 @@ def curate(config: Config, console: Console) -> CurateOutcome:
     report = build_report(result, config, reference, len(passthrough_rejects))
     report_json, report_html = write_report(report, cfg.output)
     _print_summary(console, report, splits, report_html)
+    # The outputs are written whatever happens (empty ones included): the report and rejects say why.
+    problems = _unusable(result, {"train": (total, len(result.kept)), **given_counts}, data, cfg.output)
+    if for_run and problems:
+        raise problems[0]
+    for problem in problems:
+        console.print(f"[yellow]warning: {escape(str(problem))}[/]")
     return CurateOutcome(splits, report_json, report_html, result)
+
+
+def _unusable(
+    result: CurationResult, counts: dict[str, tuple[int, int]], data: DataConfig, output: Path
+) -> list[DataError]:
+    """An error for each input that left nothing to train or evaluate on: an empty file, or one whose every
+    record was rejected (then the error names the rejects file that says why)."""
+    problems = []
+    kept_train = any((r.split or "train") == "train" for r in result.kept)
+    for split, (read, kept) in counts.items():
+        path = display_path(getattr(data, split))
+        name = "training" if split == "train" else split
+        if read == 0:
+            reason = f"no usable {name} records: the file is empty (or has only blank lines)"
+            problems.append(DataError(path, 0, None, reason, f"check data.{split}"))
+        elif not kept or (split == "train" and not kept_train):
+            how = f"curation rejected all {read}" if not kept else "every record kept went to val/test"
+            reason = f"no usable {name} records: {how}"
+            hint = f"see {display_path(output / 'rejects.jsonl')} for the reasons"
+            problems.append(DataError(path, 0, None, reason, hint))
+    return problems
 
 
 def _lengths_fn(config: Config) -> Callable[[list[Record]], list[int | str]]:
     """Token counts of the fully rendered examples; the tokenizer loads only if a step asks. A record that
     cannot be rendered (e.g. a chat the model's template refuses) gets the reason instead of a count."""
 
+    steps = config.curate.steps if config.curate is not None else []
+
     def lengths_of(records: list[Record]) -> list[int | str]:
-        from tunewise.data.encode import prompt_prefix, special_prefix
+        from tunewise.data.encode import PROMPT_COUNT_FACTOR, count_tokens, prompt_prefix, special_prefix
         from tunewise.data.prompt import PromptRenderer
         from tunewise.models import load_tokenizer
 
@@ -83,13 +117,26 @@ def _lengths_fn(config: Config) -> Callable[[list[Record]], list[int | str]]:
                 segments.append(renderer.segments(record))
             except RenderError as exc:  # this record's content; config errors still stop the run
                 segments.append(exc.reason)
-        flat = [segment.text for parts in segments if not isinstance(parts, str) for segment in parts]
-        counts = iter(map(len, tokenizer(flat, add_special_tokens=False)["input_ids"]) if flat else [])
+        # Counted exactly up to well past the largest max_tokens; a longer text is tokenized only as far as
+        # needed to know it is too long (its count is then a lower bound): see encode.first_tokens.
+        cap = PROMPT_COUNT_FACTOR * max((getattr(s, "max_tokens", None) or 0 for s in steps), default=0)
         prefix = special_prefix(tokenizer)
+        short = [
+            segment.text
+            for parts in segments
+            if not isinstance(parts, str)
+            for segment in parts
+            if not cap or len(segment.text) <= cap
+        ]
+        counts = iter(map(len, tokenizer(short, add_special_tokens=False)["input_ids"]) if short else [])
+
+        def count(text: str) -> int:
+            return next(counts) if not cap or len(text) <= cap else count_tokens(tokenizer, text, cap)[0]
+
         return [
             parts
             if isinstance(parts, str)
-            else len(prompt_prefix(tokenizer, parts[0].text, prefix)) + sum(next(counts) for _ in parts)
+            else len(prompt_prefix(tokenizer, parts[0].text, prefix)) + sum(count(segment.text) for segment in parts)
             for parts in segments
         ]
 

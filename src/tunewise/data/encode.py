@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from tunewise.data.prompt import PromptRenderer
 from tunewise.data.records import Record, Reject
+from tunewise.errors import RenderError
 
 IGNORE_INDEX = -100
+# A record far past max_length is tokenized only as far as it is used: a 50 MB line was tokenized whole
+# (8.7M tokens, 6.7 GB, 90 s) only to be cut to max_length. A prefix of a text is tokenized instead, first
+# _CHARS_PER_TOKEN characters per token needed, four times more while it yields too few tokens (a few
+# times the work of tokenizing just enough, at most). Cutting a text can change the last few tokens of the
+# prefix, never the early ones: the prefix must yield _MARGIN tokens more than are kept, and it is cut at
+# a space, so the cut falls between words, where tokenizers split anyway.
+_CHARS_PER_TOKEN = 8
+_MARGIN = 64
+PROMPT_COUNT_FACTOR = 16  # a prompt's length is counted exactly up to this many times max_length
 
 
 @dataclass
@@ -42,14 +53,36 @@ def encode_prompts(tokenizer: Any, renderer: PromptRenderer, records: list[Recor
     return [encode_prompt(tokenizer, renderer.prompt(r), prefix) for r in records]
 
 
+def first_tokens(tokenizer: Any, text: str, limit: int) -> tuple[list[int], bool]:
+    """The first `limit` token ids of `text` (no special tokens added) and whether it has more, without
+    tokenizing all of a text far longer than that."""
+    size = (limit + _MARGIN) * _CHARS_PER_TOKEN
+    while size < len(text):
+        space = text.rfind(" ", size // 2, size)
+        ids = tokenizer(text[: space if space > 0 else size], add_special_tokens=False)["input_ids"]
+        if len(ids) > limit + _MARGIN:
+            return ids[:limit], True
+        size *= 4
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return ids[:limit], len(ids) > limit
+
+
+def count_tokens(tokenizer: Any, text: str, cap: int) -> tuple[int, bool]:
+    """(tokens in `text`, exact): exact up to `cap`; past it a lower bound, and only a prefix is tokenized."""
+    ids, more = first_tokens(tokenizer, text, cap)
+    return (len(ids) + 1, False) if more else (len(ids), True)
+
+
 def encode_segments(segments: list, tokenizer: Any, max_length: int, prefix: list[int]) -> Encoded:
     prefix = prompt_prefix(tokenizer, segments[0].text if segments else "", prefix)
     input_ids, labels = list(prefix), [IGNORE_INDEX] * len(prefix)
+    truncated = len(input_ids) > max_length
     for segment in segments:
-        ids = tokenizer(segment.text, add_special_tokens=False)["input_ids"]
+        # Tokens past max_length are cut anyway: take only what fits (and learn whether there was more).
+        ids, more = first_tokens(tokenizer, segment.text, max(max_length - len(input_ids), 0))
         input_ids += ids
         labels += ids if segment.train else [IGNORE_INDEX] * len(ids)
-    truncated = len(input_ids) > max_length
+        truncated = truncated or more
     return Encoded(input_ids[:max_length], labels[:max_length], truncated)
 
 
@@ -59,14 +92,31 @@ def encode_records(
     prefix = special_prefix(tokenizer)
     encoded, rejects = [], []
     for record in records:
-        item = encode_segments(renderer.segments(record), tokenizer, max_length, prefix)
+        try:
+            item = encode_segments(renderer.segments(record), tokenizer, max_length, prefix)
+        except RenderError as exc:  # this record's content is to blame (a config error still stops the run)
+            rejects.append(_unrenderable(record, exc, max_length))
+            continue
         if all(label == IGNORE_INDEX for label in item.labels):
-            prompt_len = len(tokenizer(renderer.prompt(record), add_special_tokens=False)["input_ids"])
+            n, exact = count_tokens(tokenizer, renderer.prompt(record), PROMPT_COUNT_FACTOR * max_length)
             reason = (
-                f"answer cut entirely by train.max_length={max_length} (prompt is {prompt_len} tokens); "
-                "raise train.max_length or shorten the prompt"
+                f"answer cut entirely by train.max_length={max_length} "
+                f"(prompt is {n if exact else f'over {n - 1}'} tokens); raise train.max_length or shorten the prompt"
             )
             rejects.append(Reject(record.source, record.line, None, reason, stage="encode"))
             continue
         encoded.append(item)
     return encoded, rejects
+
+
+# The template engine's size limits (data/template_limits.py) say "... exceeds the limit of N characters" or
+# "... over the limit of N": a prompt of a million characters is far more than any max_length holds.
+_SIZE_LIMIT = re.compile(r"(exceeds|over) the limit of \d+")
+
+
+def _unrenderable(record: Record, exc: RenderError, max_length: int) -> Reject:
+    if _SIZE_LIMIT.search(exc.reason):
+        reason = f"too long: {exc.reason}, far more than train.max_length={max_length} tokens hold; shorten it"
+        return Reject(record.source, record.line, None, reason, stage="encode", category="length:too_many_tokens")
+    reason = f"the prompt cannot be rendered: {exc.reason}"
+    return Reject(record.source, record.line, None, reason, stage="encode", category="format:unrenderable")

@@ -138,6 +138,12 @@ def _check_messages(messages: Any, need_answer: bool = True) -> str | None:
 
 # OpenAI-style problem categories, from the wording of the reasons this package writes.
 _CATEGORIES = (
+    ("record too large", "length:record_too_large"),  # readers.TOO_LARGE: bigger than any max_length could use
+    ("levels deep", "format:nested_too_deeply"),
+    ("unterminated quote", "format:unbalanced_quote"),
+    ("unbalanced quote", "format:unbalanced_quote"),
+    ("stray quote", "format:unbalanced_quote"),
+    ("unreadable CSV", "format:invalid_csv"),
     ("invalid JSON", "format:invalid_json"),
     ("not valid", "format:invalid_encoding"),
     ("expected a JSON object", "format:data_type"),

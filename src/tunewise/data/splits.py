@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import random
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunewise.config import DataConfig
+from tunewise.data.files import check_readable, display_path
 from tunewise.data.readers import brief, known_labels, read_rows
 from tunewise.data.records import Record, Reject, build_record
 from tunewise.errors import DataError
 
 SKIP_HINT = "fix the record, or set data.on_error: skip to send bad records to rejects.jsonl"
+SPLITS = ("train", "val", "test")
+# Writes the rejects somewhere the user can read them and says where (a run directory's rejects.jsonl).
+SaveRejects = Callable[[list[Reject]], Path | None]
+_SPACES = re.compile(r"\s+")
 
 
 @dataclass
@@ -24,13 +31,23 @@ class DataSplits:
     read_counts: dict[str, int] = field(default_factory=dict)
 
 
+def check_data_paths(cfg: DataConfig) -> None:
+    """A DataError for the first of data.train/val/test that is no readable data file (missing, a directory,
+    a pipe, compressed, ...): cheap, so commands run it before they create anything."""
+    for name in SPLITS:
+        path = getattr(cfg, name)
+        if path is not None:
+            check_readable(path, cfg.format, cfg.encoding)
+
+
 def load_file(path: Path, cfg: DataConfig, need_answer: bool = True) -> tuple[list[Record], list[Reject], int]:
     records, rejects, total = [], [], 0
+    source = display_path(path)  # printable and writable even when the file name is not UTF-8
     for line, row, problem, column in read_rows(path, cfg.format, cfg.encoding):
         total += 1
-        item = Reject(str(path), line, column, problem, raw=None) if problem else None
+        item = Reject(source, line, column, problem, raw=None) if problem else None
         if item is None and row is not None:
-            item = build_record(row, cfg.kind, cfg.fields, str(path), line, need_answer)
+            item = build_record(row, cfg.kind, cfg.fields, source, line, need_answer)
         if isinstance(item, Reject):
             _raise_or_keep(item, cfg, rejects)
         else:
@@ -38,11 +55,14 @@ def load_file(path: Path, cfg: DataConfig, need_answer: bool = True) -> tuple[li
     return records, rejects, total
 
 
-def load_splits(cfg: DataConfig, seed: int) -> DataSplits:
+def load_splits(cfg: DataConfig, seed: int, save_rejects: SaveRejects | None = None) -> DataSplits:
+    """`save_rejects` is called with every reject before a "no usable records" error is raised, so the
+    reasons are on disk and the error can say where."""
+    check_data_paths(cfg)  # a bad val/test path fails before the training file is read
     rejects: list[Reject] = []
     counts: dict[str, int] = {}
     loaded: dict[str, list[Record] | None] = {}
-    for name in ("train", "val", "test"):
+    for name in SPLITS:
         path = getattr(cfg, name)
         if path is None:
             loaded[name] = None
@@ -51,6 +71,8 @@ def load_splits(cfg: DataConfig, seed: int) -> DataSplits:
         rejects += bad
         counts[name] = total
         loaded[name] = records
+        if name == "train":  # before val/test are read: their labels are checked against the training file's
+            _require(records, total, "train", path, rejects, save_rejects)
     train = loaded["train"] or []
     labels: list[str] = []
     if cfg.kind == "classification":
@@ -59,24 +81,39 @@ def load_splits(cfg: DataConfig, seed: int) -> DataSplits:
             if records is not None:
                 loaded[name] = _check_labels(records, labels, cfg, rejects, inferred=cfg.labels is None)
         train = loaded["train"] or []
-    if not train:
-        raise DataError(str(cfg.train), 0, None, "no usable training records", "see rejects.jsonl for reasons")
+    _require(train, counts["train"], "train", cfg.train, rejects, save_rejects)
 
     rng = random.Random(seed)
     test = loaded["test"]
     if test is None:
-        train, test = _split(train, cfg.test_fraction, rng, str(cfg.train))
+        train, test = _split(train, cfg.test_fraction, rng, display_path(cfg.train))
     val = loaded["val"]
     if val is None:
-        train, val = _split(train, cfg.val_fraction, rng, str(cfg.train))
+        train, val = _split(train, cfg.val_fraction, rng, display_path(cfg.train))
     for name, records in (("val", val), ("test", test)):
-        if not records:
-            source = getattr(cfg, name) or cfg.train
-            raise DataError(str(source), 0, None, f"no usable {name} records", "see rejects.jsonl for reasons")
+        given = getattr(cfg, name)
+        _require(records, counts.get(name, len(records)), name, given or cfg.train, rejects, save_rejects)
     train = _cap(train, cfg.max_train_examples, rng)
     val = _cap(val, cfg.max_val_examples, rng)
     test = _cap(test, cfg.max_test_examples, rng)
     return DataSplits(train, val, test, labels, rejects, counts)
+
+
+def _require(
+    records: list[Record], total: int, split: str, path: Path, rejects: list[Reject], save: SaveRejects | None
+) -> None:
+    """A DataError naming the file when a split has no usable record: empty, or every record rejected (then
+    the rejects are saved first and the error says where to read the reasons)."""
+    if records:
+        return
+    name = "training" if split == "train" else split
+    if total == 0:
+        reason = f"no usable {name} records: the file is empty (or has only blank lines)"
+        raise DataError(display_path(path), 0, None, reason, f"check data.{split}")
+    saved = save(rejects) if save is not None and rejects else None
+    where = f"see {display_path(saved)} for the reasons" if saved else "see rejects.jsonl for the reasons"
+    reason = f"no usable {name} records: all {total} were rejected"
+    raise DataError(display_path(path), 0, None, reason, where)
 
 
 def _raise_or_keep(reject: Reject, cfg: DataConfig, rejects: list[Reject]) -> None:
@@ -108,7 +145,8 @@ def _split(
     """Stratified by label, and copies of one text (case and spacing aside) never straddle the two parts."""
     strata: dict[str, dict[str, list[Record]]] = {}
     for record in records:
-        text_key = " ".join(record.text.casefold().split())
+        # one pass of re, not str.split(): a 50 MB text would otherwise become millions of small strings
+        text_key = _SPACES.sub(" ", record.text.casefold()).strip()
         strata.setdefault(str(record.label or ""), {}).setdefault(text_key, []).append(record)
     keep, held = [], []
     for label in sorted(strata):

@@ -35,7 +35,7 @@ def curated_once(config: Config, console: Console) -> Config:
     from tunewise.curate.runner import curate
     from tunewise.pipeline import with_curated_data
 
-    return with_curated_data(config, curate(config, console).splits)
+    return with_curated_data(config, curate(config, console, for_run=True).splits)
 
 
 def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
