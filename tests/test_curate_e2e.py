@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 from typer.testing import CliRunner
@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from tunewise.cli import app
 from tunewise.config import validate_config
 from tunewise.curate.runner import curate
+from tunewise.errors import DataError
 
 CHEAP_STEPS = [
     {"step": "validate"},
@@ -137,11 +138,30 @@ def _expected_rows(raw_lines: list[bytes]) -> int:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(raw_lines=st.lists(lines, max_size=30))
+@example(raw_lines=[b"PAR1", b"\x80"])  # starts like Parquet, but no Parquet ends without PAR1: read as lines
+@example(raw_lines=[b"\x1f\x8b\x80"])  # a gzip signature and binary after it: refused as a whole file
 def test_nothing_is_lost_and_nothing_crashes_on_hostile_input(tmp_path: Path, raw_lines: list[bytes]):
     train = tmp_path / "fuzz.jsonl"
     train.write_bytes(b"\n".join(raw_lines) + b"\n")
     steps = [s for s in CHEAP_STEPS if s["step"] != "split"]
-    outcome = curate(validate_config(_config(tmp_path, train, steps)), Console(quiet=True))
+    try:
+        outcome = curate(validate_config(_config(tmp_path, train, steps)), Console(quiet=True))
+    except DataError as exc:
+        # The one whole-file refusal: bytes that start like a compressed file or UTF-16/32 text
+        assert exc.line == 0 and exc.reason.startswith("the file is"), exc
+        assert raw_lines[0].startswith(
+            (
+                b"\x1f\x8b",
+                b"PK\x03\x04",
+                b"BZh",
+                b"\xfd7zXZ",
+                b"(\xb5/\xfd",
+                b"\xff\xfe",
+                b"\xfe\xff",
+                b"\x00\x00\xfe\xff",
+            )
+        )
+        return
     result = outcome.result
     assert result.n_input == _expected_rows(raw_lines)
     assert len(result.kept) + len(result.rejects) == result.n_input

@@ -121,6 +121,8 @@ def refuse_binary(path: Path, fmt: str, encoding: str) -> None:
     happens to start with "BZh" or "PK" is still read as text."""
     with path.open("rb") as fh:
         head = fh.read(4096)
+        fh.seek(max(0, path.stat().st_size - 4))
+        tail = fh.read(4)
     if codecs.lookup(encoding).name == "utf-8":
         for bom, name in _UTF_BOMS:
             if head.startswith(bom):
@@ -132,5 +134,5 @@ def refuse_binary(path: Path, fmt: str, encoding: str) -> None:
     except UnicodeDecodeError:
         pass
     for magic, what, hint in _MAGIC:
-        if head.startswith(magic):
+        if head.startswith(magic) and (magic != b"PAR1" or tail == b"PAR1"):  # Parquet ends with it too
             raise DataError(display_path(path), 0, None, f"the file is {what}, not {fmt.upper()}", hint)
