@@ -81,3 +81,36 @@ def test_a_leading_tilde_in_a_data_path_is_the_home_folder(tmp_path: Path, monke
     config = load_config(path)
     assert config.data.train == tmp_path / "home" / "t.jsonl"
     assert config.data.val == tmp_path / "a" / "~" / "v.jsonl"
+
+
+@pytest.mark.parametrize("encoding", ["hex", "rot13", "punycode", "base64", "no-such-codec"])
+def test_data_encoding_must_be_a_text_encoding(tmp_path: Path, encoding: str):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(BASE)
+    with pytest.raises(ConfigError, match=r"'data\.encoding': Value error, .*(not a text encoding|unknown text)"):
+        load_config(path, [f"data.encoding={encoding}"])
+    assert load_config(path, ["data.encoding=latin-1"]).data.encoding == "latin-1"
+
+
+@pytest.mark.parametrize(
+    "value", ["2023-02-30", "2023-01-01 25:00:00", "9" * 5000], ids=["bad-date", "bad-hour", "5000-digits"]
+)
+def test_values_yaml_cannot_build_name_the_file_or_override(tmp_path: Path, value: str):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(BASE)
+    with pytest.raises(ConfigError, match=r"override 'output\.name=.*': a value YAML cannot read: .*quote it"):
+        load_config(path, [f"output.name={value}"])
+    path.write_text(BASE + f"output: {{name: {value}}}\n")
+    with pytest.raises(ConfigError, match=r"cfg\.yaml: a value YAML cannot read"):
+        load_config(path)
+
+
+def test_an_alias_bomb_in_a_runs_config_is_not_expanded(tmp_path: Path):
+    """A run's config.yaml is read back by `runs compare` and reports, which flatten it: never expanded."""
+    from tunewise.track.store import read_yaml
+
+    path = tmp_path / "config.yaml"
+    path.write_text(BASE + _alias_bomb())
+    started = time.monotonic()
+    assert read_yaml(path) == {}
+    assert time.monotonic() - started < 5

@@ -146,3 +146,13 @@ def test_a_broken_gguf_gives_one_line_naming_the_users_file(tmp_path: Path, tiny
     assert message.startswith(f"could not read GGUF {path}") and "\n" not in message
     assert "tunewise-gguf-" not in message  # the private link folder is never shown
     assert not (tmp_path / "cache" / "gguf").exists() or not any((tmp_path / "cache" / "gguf").iterdir())
+
+
+@pytest.mark.parametrize("name", ["config.json", "tokenizer_config.json"])
+def test_a_model_config_nested_absurdly_deep_gives_one_line(tmp_path: Path, tiny_model_dir: Path, name: str):
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    (model_dir / name).write_text("[" * 200_000 + "]" * 200_000)
+    for load in (load_model, load_tokenizer):
+        with pytest.raises(ModelLoadError, match=rf"{name}: not readable JSON \(nested too deep\)"):
+            load(ModelConfig(name=str(model_dir)))

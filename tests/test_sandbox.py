@@ -320,6 +320,24 @@ def test_the_program_is_not_root_on_the_host():
 
 
 @confined
+def test_dev_is_read_only_but_its_devices_and_the_capped_folders_work():
+    """bwrap's own /dev is a tmpfs without a size cap: files written there would fill host memory."""
+    program = """import sys
+try:
+    open('/dev/filler', 'wb').write(b'x' * 4096)
+    sys.exit('ESCAPED: wrote a file in /dev')
+except OSError:
+    pass
+open('/dev/null', 'w').write('fine')
+assert len(open('/dev/urandom', 'rb').read(8)) == 8
+for folder in ('/dev/shm', '/tmp', '/work'):
+    open(folder + '/x', 'w').write('fine')
+sys.exit('BLOCKED')
+"""
+    assert run_program(program).detail == "BLOCKED"
+
+
+@confined
 def test_no_host_file_descriptors_leak_in():
     program = """import os, sys
 fds = os.listdir('/proc/self/fd')

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import codecs
 import difflib
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tunewise.curate.settings import CurateConfig
 from tunewise.errors import ConfigError
+from tunewise.yaml_input import decode_utf8, parse_yaml
 
 # Validation metrics for early stopping, by evaluation task ("loss" is the Trainer's own, for any task).
 TASK_METRICS = {
@@ -50,7 +52,7 @@ class DataConfig(Section):
     val: Path | None = None
     test: Path | None = None
     format: Literal["auto", "jsonl", "csv", "parquet"] = "auto"
-    encoding: str = "utf-8"
+    encoding: str = Field("utf-8", description="text encoding of JSONL/CSV files, e.g. utf-8, utf-16, latin-1")
     fields: dict[str, str] = Field(default_factory=dict, description="canonical field -> column in the file")
     labels: list[str] | None = Field(None, description="allowed labels; inferred from train when unset")
     on_error: Literal["raise", "skip"] = "raise"
@@ -59,6 +61,18 @@ class DataConfig(Section):
     max_train_examples: int | None = Field(None, gt=0)
     max_val_examples: int | None = Field(None, gt=0)
     max_test_examples: int | None = Field(None, gt=0)
+
+    @field_validator("encoding")
+    @classmethod
+    def _text_encoding(cls, value: str) -> str:
+        """Python's codecs also hold byte transforms (hex, base64, rot13): they cannot decode a file."""
+        try:
+            info = codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {value!r}; e.g. utf-8, utf-16, latin-1") from None
+        if not getattr(info, "_is_text_encoding", True) or info.name in {"punycode", "idna", "undefined"}:
+            raise ValueError(f"{value!r} is a codec, not a text encoding; e.g. utf-8, utf-16, latin-1")
+        return value
 
 
 class PromptSettings(Section):
@@ -295,56 +309,18 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
 
 
 MAX_CONFIG_BYTES = 1 << 20  # a config is a page of settings; a larger file is a mistake or an attack
-MAX_CONFIG_VALUES = 100_000  # after YAML aliases are expanded: an alias bomb is a few lines that expand without end
 
 
 def _read_yaml(path: Path) -> Any:
-    """The YAML of a config file, refused with one line when it is no regular file, too large, not UTF-8,
-    not YAML, nested too deep or expanding (through aliases) to more values than any config has."""
+    """The YAML of a config file, refused with one line when it is no regular file or too large (see
+    yaml_input for what else is refused)."""
     if not path.exists():
         raise ConfigError(f"{path}: config file not found")
     if not path.is_file():
         raise ConfigError(f"{path}: not a regular file; give the path of a YAML config file")
     if path.stat().st_size > MAX_CONFIG_BYTES:
         raise ConfigError(f"{path}: {path.stat().st_size} bytes; a config is at most {MAX_CONFIG_BYTES} bytes")
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte {exc.start}); save the config as UTF-8") from None
-    return _parse_yaml(text, str(path), in_file=True)
-
-
-def _parse_yaml(text: str, where: str, in_file: bool = False) -> Any:
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        place = f"{where}:{mark.line + 1}" if mark and in_file else where
-        raise ConfigError(f"{place}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
-    except RecursionError:
-        raise ConfigError(f"{where}: YAML nested too deep") from None
-    _check_expanded_size(value, where)
-    return value
-
-
-def _check_expanded_size(value: Any, where: str) -> None:
-    """Count values as validation will visit them (an alias counts each time it is used), up to a bound."""
-    seen, stack = 0, [value]
-    while stack:
-        node = stack.pop()
-        seen += 1
-        if seen > MAX_CONFIG_VALUES:
-            raise ConfigError(
-                f"{where}: expands to more than {MAX_CONFIG_VALUES} values (YAML aliases repeated inside "
-                "each other?); write the values out"
-            )
-        if isinstance(node, dict):
-            stack.extend(node.keys())
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
+    return parse_yaml(decode_utf8(path.read_bytes(), str(path)), str(path), in_file=True)
 
 
 def apply_override(raw: dict[str, Any], override: str) -> None:
@@ -359,7 +335,7 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
         node = node[part]
         if not isinstance(node, dict):
             raise ConfigError(f"override '{override}': '{part}' is not a section")
-    node[parts[-1]] = _parse_yaml(value, f"override '{override}'") if value.strip() else None
+    node[parts[-1]] = parse_yaml(value, f"override '{override}'") if value.strip() else None
 
 
 def validate_config(raw: dict[str, Any], source: str = "config") -> Config:

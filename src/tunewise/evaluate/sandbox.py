@@ -100,6 +100,7 @@ def _bwrap_command(bwrap: str, binds: list[tuple[str, str]], program_fd: int, in
     command += ["--dev", "/dev", "--proc", "/proc"]
     for folder in ("/dev/shm", "/tmp", "/work"):
         command += ["--size", str(TMPFS_BYTES), "--tmpfs", folder]
+    command += ["--remount-ro", "/dev"]  # bwrap's /dev is an uncapped tmpfs: files there would fill host memory
     command += ["--ro-bind-data", str(program_fd), "/work/program.py", "--chdir", "/work"]
     for key, value in {**ENV, "HOME": "/work"}.items():
         command += ["--setenv", key, value]

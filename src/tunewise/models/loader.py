@@ -151,8 +151,9 @@ def _code_keys(path: Path) -> list[str]:
         return []
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{path}: not readable JSON ({exc}); is this a Hugging Face model directory?") from None
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested thousands deep
+        reason = "nested too deep" if isinstance(exc, RecursionError) else exc
+        raise ModelLoadError(f"{path}: not readable JSON ({reason}); is this a Hugging Face model directory?") from None
     return [key for key in CODE_KEYS if isinstance(data, dict) and data.get(key)]
 
 

@@ -15,16 +15,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console
 from rich.markup import escape
 
 from tunewise.config import greater_is_better
-from tunewise.errors import TunewiseError
+from tunewise.errors import ConfigError, TunewiseError
 from tunewise.track import index
 from tunewise.track.index import INDEX_NAME, MIGRATIONS, Row, Warn, migrate, open_index
 from tunewise.track.runinfo import DAMAGED, RunInfo, process_alive, read_info, write_info
 from tunewise.track.safeio import Unreadable, open_regular, read_regular
+from tunewise.yaml_input import decode_utf8, parse_yaml
 
 __all__ = [
     "DAMAGED",
@@ -81,8 +81,8 @@ def read_json(path: Path) -> Any:
 def read_yaml(path: Path) -> dict[str, Any]:
     """A run's config.yaml as a dict ({} when missing or unreadable)."""
     try:
-        loaded = yaml.safe_load(read_regular(path, MAX_YAML).decode("utf-8"))
-    except (Unreadable, ValueError, RecursionError, yaml.YAMLError):
+        loaded = parse_yaml(decode_utf8(read_regular(path, MAX_YAML), str(path)), str(path), in_file=True)
+    except (Unreadable, ConfigError):  # damaged, or an alias bomb that comparing runs would expand
         return {}
     return loaded if isinstance(loaded, dict) else {}
 
