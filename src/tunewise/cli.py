@@ -178,7 +178,7 @@ def report_command(
     with _user_errors():
         from tunewise.track.html import render_report
 
-        console.print(f"report: {render_report(list(targets), out)}")
+        console.print(f"report: {escape(str(render_report(list(targets), out)))}")
 
 
 runs_app = typer.Typer(help="List, inspect, compare and remove runs.", no_args_is_help=True)
@@ -237,7 +237,7 @@ def runs_rm(
             raise typer.Exit(1)
         for path in paths:
             remove_run(workspace, path)
-            console.print(f"removed {path}")
+            console.print(f"removed {escape(str(path))}")
 
 
 def _pipeline(

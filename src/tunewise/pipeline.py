@@ -55,7 +55,7 @@ def run(
         config = with_curated_data(config, curate(config, console, for_run=True).splits)
     existing = select_run_dir(config, config_path, resume, console) if resume and do_train else None
     run_dir = RunDir(existing) if existing else create_run_dir(config, config_path)
-    console.print(f"run directory: {run_dir.path}")
+    console.print(f"run directory: {escape(str(run_dir.path))}")
     info = RunInfo(run_dir.path.name, task=config.eval_task, model=config.model.name)
     previous = read_info(run_dir.path) if existing else None
     if previous is not None:  # the same run, continued: keep its start, count the resumes
@@ -93,7 +93,7 @@ def run(
         info.best_validation = outcome.train_summary["best_metric"]
     (run_dir.path / BASE_EVAL).unlink(missing_ok=True)  # in eval.json and predictions.jsonl now
     _finish(config, run_dir, info, trackers, eval_metrics(outcome.results, config.eval.split), console)
-    console.print(f"done in {time.time() - started:.0f} s; outputs in {run_dir.path}")
+    console.print(f"done in {time.time() - started:.0f} s; outputs in {escape(str(run_dir.path))}")
     return run_dir
 
 
@@ -147,7 +147,7 @@ def _experiment(
     print_data_summary(console, splits, rejects_path)
     task = task_for(config.data.kind, splits.labels, config.eval, config.train.max_length)
 
-    with console.status(f"loading model {config.model.name} (the first GGUF load converts it, ~25 s)"):
+    with console.status(f"loading model {escape(str(config.model.name))} (the first GGUF load converts it, ~25 s)"):
         loaded = load_model(config.model)
     model, tokenizer = loaded.model, loaded.tokenizer
     adapter_cells = adapter_names(adapters)
@@ -268,7 +268,7 @@ def _train(
         run_dir.write_rejects(bad)
         console.print(
             f"[yellow]{len(bad)} examples rejected before training (max_length); "
-            f"see {run_dir.path / 'rejects.jsonl'}[/]"
+            f"see {escape(str(run_dir.path / 'rejects.jsonl'))}[/]"
         )
     if not train_items or not val_items:
         split = "training" if not train_items else "validation"
@@ -311,7 +311,7 @@ def _train(
         console.print(f"early stopping at step {result.steps} of {result.planned_steps}")
     console.print(
         f"best checkpoint: step {result.best_step} ({config.train.metric} = {result.best_metric or float('nan'):.4f}), "
-        f"restored and saved to {result.adapter_dir}"
+        f"restored and saved to {escape(str(result.adapter_dir))}"
     )
     return result.model, summary
 
@@ -346,10 +346,10 @@ def _evaluate(
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         output = task.evaluate(
-            model, tokenizer, renderer, records, config.eval.batch_size, progress, f"evaluating {label}"
+            model, tokenizer, renderer, records, config.eval.batch_size, progress, f"evaluating {escape(label)}"
         )
     console.print(
-        f"{label}: {task.primary_metric} = {output.metrics[task.primary_metric]:.4f} "
+        f"{escape(label)}: {task.primary_metric} = {output.metrics[task.primary_metric]:.4f} "
         f"on {len(records)} {config.eval.split} examples"
     )
     return output.metrics, output.predictions
@@ -370,17 +370,64 @@ def adapter_names(adapters: list[Path]) -> dict[str, Path]:
 
 
 def attach_adapter(model: Any, adapter: Path, name: str = "default") -> Any:
-    """Load a LoRA adapter (safetensors only); further adapters join the same PeftModel under their name."""
-    from peft import PeftModel
+    """Load a LoRA adapter (safetensors only); further adapters join the same PeftModel under their name.
+    A damaged adapter, or one trained on another base model, is a one-line `ModelLoadError`, never PEFT's traceback."""
+    import json
+
+    from peft import PeftModel, PeftType
+
+    from tunewise.track.safeio import Unreadable, read_regular
 
     if not (adapter / "adapter_config.json").is_file():
         raise ModelLoadError(f"--adapter {adapter}: no adapter_config.json; pass the run's adapter/ directory")
     if not (adapter / "adapter_model.safetensors").is_file():
         raise ModelLoadError(f"--adapter {adapter}: no adapter_model.safetensors (only safetensors are loaded)")
-    if isinstance(model, PeftModel):
-        model.load_adapter(str(adapter), adapter_name=name)
-        return model
-    return PeftModel.from_pretrained(model, str(adapter), adapter_name=name)
+    redo = "pass the adapter/ directory of a run trained on this config's model.name"
+    try:
+        settings = json.loads(read_regular(adapter / "adapter_config.json", MAX_ADAPTER_CONFIG).decode("utf-8"))
+    except Unreadable as exc:
+        raise ModelLoadError(f"--adapter {adapter}: {exc}; {redo}") from None
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise ModelLoadError(
+            f"--adapter {adapter}: adapter_config.json is not valid JSON ({_first_line(exc)}); {redo}"
+        ) from None
+    if not isinstance(settings, dict):
+        raise ModelLoadError(
+            f"--adapter {adapter}: adapter_config.json is a JSON {_json_kind(settings)}, not an object; {redo}"
+        )
+    peft_type = settings.get("peft_type")
+    if not isinstance(peft_type, str) or peft_type not in {t.value for t in PeftType}:
+        raise ModelLoadError(
+            f"--adapter {adapter}: adapter_config.json: peft_type {json.dumps(peft_type)[:80]} is not a PEFT "
+            f"adapter type (a tunewise adapter is LORA); {redo}"
+        )
+    try:
+        if isinstance(model, PeftModel):
+            model.load_adapter(str(adapter), adapter_name=name)
+            return model
+        return PeftModel.from_pretrained(model, str(adapter), adapter_name=name)
+    except Exception as exc:  # a bad safetensors header, other shapes (r, base model), unknown target modules...
+        raise ModelLoadError(
+            f"--adapter {adapter}: not an adapter for this model: {type(exc).__name__}: {_first_line(exc)}; {redo}"
+        ) from exc
+
+
+MAX_ADAPTER_CONFIG = 1 << 20  # adapter_config.json is a few hundred bytes; more is not an adapter's config
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {list: "array", str: "string", bool: "boolean", int: "number", float: "number", type(None): "null"}
+    return kinds.get(type(value), type(value).__name__)
+
+
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    """The gist of a library's error in one line: its first line, with the next one when the first only
+    introduces it ("Error(s) in loading state_dict for ...:" then "size mismatch for ...")."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return "(no message)"
+    text = lines[0] if not lines[0].endswith(":") or len(lines) == 1 else f"{lines[0]} {lines[1]}"
+    return text.rstrip(".") if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _write_eval(

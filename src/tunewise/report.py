@@ -1,10 +1,14 @@
-"""Console summaries (rich): data counts and the base vs fine-tuned table."""
+"""Console summaries (rich): data counts and the base vs fine-tuned table.
+
+Rich parses markup in every string it prints, table cells and headers included: a label like `[/]` or a path
+like `runs/[bold]` from the user is escaped, or it would be styled, swallowed or raise `MarkupError`."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tunewise.data.splits import DataSplits
@@ -13,12 +17,14 @@ from tunewise.evaluate.stats import Difference
 
 def print_data_summary(console: Console, splits: DataSplits, rejects_path: Any) -> None:
     sizes = f"train {len(splits.train)}, val {len(splits.val)}, test {len(splits.test)}"
-    read = ", ".join(f"{name} {n}" for name, n in splits.read_counts.items())
+    read = ", ".join(f"{escape(str(name))} {n}" for name, n in splits.read_counts.items())
     console.print(f"data: {sizes} (rows read: {read}; rejected: {len(splits.rejects)})")
     if splits.rejects:
-        console.print(f"[yellow]{len(splits.rejects)} records rejected, with reasons, in {rejects_path}[/]")
+        console.print(
+            f"[yellow]{len(splits.rejects)} records rejected, with reasons, in {escape(str(rejects_path))}[/]"
+        )
     if splits.labels:
-        console.print(f"labels: {', '.join(splits.labels)}")
+        console.print(f"labels: {escape(', '.join(map(str, splits.labels)))}")
 
 
 def print_comparison(
@@ -29,7 +35,7 @@ def print_comparison(
     table = Table(title="Evaluation", show_lines=False)
     table.add_column("metric")
     for name in names:
-        table.add_column(name, justify="right")
+        table.add_column(escape(name), justify="right")
     if len(names) == 2:
         table.add_column("Δ", justify="right")
         table.add_column("95% CI (paired bootstrap)", justify="right")
@@ -41,34 +47,34 @@ def print_comparison(
             star = " *" if diff is not None and diff.significant else ""
             cells.append(f"{values[1] - values[0]:+.4f}{star}")
             cells.append(f"[{diff.low:+.4f}, {diff.high:+.4f}] p={diff.p_value:.3f}" if diff else "")
-        table.add_row(label, *cells)
+        table.add_row(escape(label), *cells)
     console.print(table)
     if differences:
         console.print("* the 95% confidence interval of the difference excludes 0")
     last = results[names[-1]]
     if "confusion_matrix" in last:
         matrix = last["confusion_matrix"]
-        cm = Table(title=f"Confusion matrix ({names[-1]}; rows gold, columns predicted)")
+        cm = Table(title=f"Confusion matrix ({escape(names[-1])}; rows gold, columns predicted)")
         cm.add_column("")
         for label in matrix["labels"]:
-            cm.add_column(label, justify="right")
+            cm.add_column(escape(str(label)), justify="right")
         for label, row in zip(matrix["labels"], matrix["rows_gold_cols_pred"], strict=True):
-            cm.add_row(label, *map(str, row))
+            cm.add_row(escape(str(label)), *map(str, row))
         console.print(cm)
 
 
 def print_matrix(console: Console, matrix: dict[str, Any], metric: str) -> None:
-    table = Table(title=f"Models x prompts: {metric} (Δ against {matrix['reference']})")
+    table = Table(title=f"Models x prompts: {metric} (Δ against {escape(matrix['reference'])})")
     for column in ("model · prompt", metric, "Δ", "95% CI", "p"):
         table.add_column(column, justify="left" if column == "model · prompt" else "right")
     for cell, entry in matrix["cells"].items():
         diff = entry.get("vs_reference")
         if diff is None:
-            table.add_row(cell, f"{entry[metric]:.4f}", "", "", "")
+            table.add_row(escape(cell), f"{entry[metric]:.4f}", "", "", "")
             continue
         star = " *" if diff["significant"] else ""
         table.add_row(
-            cell,
+            escape(cell),
             f"{entry[metric]:.4f}",
             f"{diff['delta']:+.4f}{star}",
             f"[{diff['ci_low']:+.4f}, {diff['ci_high']:+.4f}]",

@@ -151,14 +151,15 @@ def _print_summary(console: Console, report: dict, splits: dict[str, Path], html
         table.add_column(column, justify="right" if column in {"in", "kept", "dropped"} else "left")
     for step in report["steps"]:
         reasons = ", ".join(f"{k} {v}" for k, v in step["dropped"].items()) if step["enabled"] else "(off)"
-        table.add_row(step["name"], str(step["n_in"]), str(step["kept"]), str(sum(step["dropped"].values())), reasons)
+        dropped = str(sum(step["dropped"].values()))
+        table.add_row(escape(str(step["name"])), str(step["n_in"]), str(step["kept"]), dropped, escape(reasons))
     console.print(table)
     counts = report["totals"]
     console.print(
         f"input {counts['input']} = kept {counts['kept']} + rejected {counts['rejected']}; "
-        + ", ".join(f"{name} {n}" for name, n in report["split_sizes"].items())
+        + escape(", ".join(f"{name} {n}" for name, n in report["split_sizes"].items()))
     )
     for advice in report["advice"]:
-        console.print(f"[yellow]advice: {advice}[/]")
-    console.print(f"curated splits: {', '.join(str(p) for p in splits.values())}")
-    console.print(f"report: {html}")
+        console.print(f"[yellow]advice: {escape(advice)}[/]")  # names labels: user data
+    console.print(f"curated splits: {escape(', '.join(str(p) for p in splits.values()))}")
+    console.print(f"report: {escape(str(html))}")

@@ -47,7 +47,10 @@ def sweep(config: Config, config_path: Path, console: Console, n_trials: int | N
     _check_space_unchanged(study, settings.params)
     finished = sum(_counts_as_finished(t) for t in study.trials)
     remaining = max(0, target - finished)
-    console.print(f"sweep {name}: {finished} trials already finished, {remaining} to run; study in {sweep_dir}")
+    console.print(
+        f"sweep {escape(name)}: {finished} trials already finished, {remaining} to run; "
+        f"study in {escape(str(sweep_dir))}"
+    )
 
     trial_base = curated_once(config, console)  # curate once: every trial trains on the same curated splits
     objective = _Objective(trial_base, settings.params, config_path, console, sweep_dir / "trials")
@@ -318,9 +321,9 @@ def _format_value(value: Any) -> str:
 def _print_table(
     console: Console, rows: list[dict[str, Any]], keys: list[str], best: FrozenTrial | None, metric: str
 ) -> None:
-    table = Table(title=f"Sweep trials ({metric}; * best)")
+    table = Table(title=f"Sweep trials ({escape(metric)}; * best)")
     for column in ("#", "state", *keys, metric, "seconds"):
-        table.add_column(column, justify="left" if column == "state" else "right")
+        table.add_column(escape(column), justify="left" if column == "state" else "right")
     for row in rows:
         mark = " *" if best is not None and row["number"] == best.number else ""
         params = [_format_value(row["params"][k]) if k in row["params"] else "-" for k in keys]
@@ -331,4 +334,6 @@ def _print_table(
     if best is None:
         console.print("[yellow]no trial completed: no best.yaml[/]")
     else:
-        console.print(f"best: trial {best.number}, {metric} = {best.value:.4f} ({escape(_format_params(best.params))})")
+        console.print(
+            f"best: trial {best.number}, {escape(metric)} = {best.value:.4f} ({escape(_format_params(best.params))})"
+        )

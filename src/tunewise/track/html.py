@@ -9,6 +9,7 @@ metrics.jsonl still gets a page with whatever it has.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
 import re
@@ -24,10 +25,12 @@ from tunewise.config import greater_is_better
 from tunewise.errors import TunewiseError
 from tunewise.track import plots
 from tunewise.track.report_templates import TEMPLATES
-from tunewise.track.shapes import config_sections, eval_matrix, eval_summary
+from tunewise.track.safeio import writing
+from tunewise.track.shapes import config_sections, confusion_matrix, eval_matrix, eval_summary, finite_number
 from tunewise.track.store import flatten, read_info, read_json, read_metrics, read_yaml
 
 EVAL_OVERHEAD = {"eval_loss", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second"}
+FULL_DISK_HINT = "free some space (or pass --out on another disk) and run `tunewise report` again"
 Series = list[tuple[int, float]]
 
 
@@ -109,7 +112,7 @@ def load_run(path: Path) -> Run:
         else None,
     )
     run.curation_path = find_curation_report(path, config)
-    run.curation = _as_dict(read_json(run.curation_path)) if run.curation_path else None
+    run.curation = _curation(read_json(run.curation_path)) if run.curation_path else None
     return run
 
 
@@ -120,11 +123,12 @@ def _run_json(path: Path) -> dict[str, Any]:
 
 
 def series(metrics: list[dict[str, Any]], key: str) -> Series:
-    """(step, value) sorted by step, the last value per step; non-numeric and non-finite values dropped."""
+    """(step, value) sorted by step, the last value per step; non-numeric and non-finite values dropped, and
+    so are numbers too large for a float (a 400-digit int in a damaged metrics.jsonl)."""
     points: dict[int, float] = {}
     for row in metrics:
         step, value = row.get("step"), row.get(key)
-        if _number(step) and _number(value) and math.isfinite(value):
+        if finite_number(step) and finite_number(value):
             points[int(step)] = float(value)
     return sorted(points.items())
 
@@ -165,8 +169,8 @@ def find_curation_report(run_path: Path, config: dict[str, Any]) -> Path | None:
 def render_run(run: Run, out: Path) -> Path:
     train, val = run.series("loss"), run.series("eval_loss")
     info = run.train
-    best = info.get("best_step") if _number(info.get("best_step")) else None
-    stop = info.get("steps") if info.get("stopped_early") and _number(info.get("steps")) else None
+    best = info.get("best_step") if finite_number(info.get("best_step")) else None
+    stop = info.get("steps") if info.get("stopped_early") and finite_number(info.get("steps")) else None
     figures: list[dict[str, str]] = []
     if train or val:
         png = plots.loss_plot(train, val, best, stop)
@@ -177,8 +181,8 @@ def render_run(run: Run, out: Path) -> Path:
         figures.append(_figure(out, "val_metric", png, "validation task metric by step"))
     confusions = []
     for cell, metrics in (run.eval.get("models") or {}).items():
-        matrix = metrics.get("confusion_matrix") if isinstance(metrics, dict) else None
-        if isinstance(matrix, dict) and matrix.get("labels") and matrix.get("rows_gold_cols_pred"):
+        matrix = confusion_matrix(metrics.get("confusion_matrix")) if isinstance(metrics, dict) else None
+        if matrix is not None:  # n labels, n rows of n numbers; another shape is not drawn
             png = plots.confusion_plot(matrix["labels"], matrix["rows_gold_cols_pred"], cell)
             confusions.append(_figure(out, f"confusion-{_slug(cell)}", png, f"confusion matrix, {cell}"))
     context = {
@@ -218,9 +222,9 @@ def run_summary(run: Run) -> list[tuple[str, str]]:
         rows.append(("best step", f"{info['best_step']} ({metric} = {_fmt(info.get('best_metric'))})"))
     if "stopped_early" in info:
         rows.append(("stopped early", "yes" if info["stopped_early"] else "no"))
-    runtime = next((m["train_runtime"] for m in run.metrics if _number(m.get("train_runtime"))), None)
-    times = [m["time"] for m in run.metrics if _number(m.get("time"))]
-    if _number(status.get("started")) and _number(status.get("finished")):
+    runtime = next((m["train_runtime"] for m in run.metrics if finite_number(m.get("train_runtime"))), None)
+    times = [m["time"] for m in run.metrics if finite_number(m.get("time"))]
+    if finite_number(status.get("started")) and finite_number(status.get("finished")):
         rows.append(("run time", _duration(status["finished"] - status["started"])))
     if runtime is not None:
         rows.append(("training time", _duration(runtime)))
@@ -231,7 +235,9 @@ def run_summary(run: Run) -> list[tuple[str, str]]:
     if train_cfg:
         rows.append(("learning rate", train_cfg.get("lr")))
     if info.get("trainable_params"):
-        rows.append(("trainable params", f"{info['trainable_params']:,} of {info.get('total_params') or 0:,}"))
+        rows.append(
+            ("trainable params", f"{_thousands(info['trainable_params'])} of {_thousands(info.get('total_params'))}")
+        )
     return [(k, str(v)) for k, v in rows if v not in (None, "")]
 
 
@@ -241,8 +247,9 @@ def run_notes(run: Run, train: Series, val: Series) -> list[str]:
         notes.append("No train_end event and no eval.json: the run crashed, was stopped, or is still running.")
     if not train and not val:
         notes.append("No training or validation loss logged (an evaluation-only run, or none logged yet).")
-    if run.train.get("divergence_warnings_at"):
-        steps = ", ".join(map(str, run.train["divergence_warnings_at"]))
+    warned = run.train.get("divergence_warnings_at")
+    if warned and isinstance(warned, list):
+        steps = ", ".join(map(str, warned))
         notes.append(f"Overfitting warning during training at step(s) {steps}.")
     return notes
 
@@ -259,8 +266,9 @@ def eval_cells(run: Run) -> list[dict[str, Any]]:
         value, diff = metrics.get(metric), None
         if cell == "fine-tuned" and reference == "base":
             diff = (ev.get("differences") or {}).get(metric)
-        diff = diff or ((run.matrix.get("cells") or {}).get(cell) or {}).get("vs_reference")
-        if diff is None and cell != reference and _number(value) and _number(base_value):
+        diff = diff or _as_dict((run.matrix.get("cells") or {}).get(cell)).get("vs_reference")
+        diff = diff if isinstance(diff, dict) else None
+        if diff is None and cell != reference and finite_number(value) and finite_number(base_value):
             diff = {"delta": value - base_value}  # an eval.json from before bootstrap CIs: the bare difference
         cells.append({"cell": cell, "value": value, "n": metrics.get("n"), "diff": diff, "is_ref": cell == reference})
     return cells
@@ -294,7 +302,11 @@ def metric_rows(run: Run) -> dict[str, Any]:
 def render_sweep(sweep: Path, out: Path) -> Path:
     raw = read_json(sweep / "trials.json")
     listing = raw.get("trials", []) if isinstance(raw, dict) else raw if isinstance(raw, list) else []
-    trials = [{**t, "run_dir": _under(t.get("run_dir"), sweep)} for t in listing if isinstance(t, dict)]
+    trials = [
+        {**t, "run_dir": _under(t.get("run_dir"), sweep), "params": _as_dict(t.get("params"))}
+        for t in listing
+        if isinstance(t, dict)
+    ]
     best_path = sweep / "best.yaml"
     best_yaml = best_path.read_text(encoding="utf-8", errors="replace") if best_path.is_file() else None
     train_cfg = (read_yaml(best_path).get("train") or {}) if best_yaml else {}
@@ -372,17 +384,25 @@ def render_comparison(runs: list[Run], out: Path) -> Path:
 def _figure(out: Path, stem: str, png: bytes, alt: str) -> dict[str, str]:
     """Also written to <out dir>/plots/<stem>.png, for slides, issues, or other pages."""
     directory = out.parent / "plots"
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / f"{stem}.png").write_bytes(png)
+    path = directory / f"{stem}.png"
+    with writing(path, FULL_DISK_HINT):  # a full disk: one line naming the file, not a traceback
+        directory.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(png)
     return {"alt": alt, "b64": base64.b64encode(png).decode()}
 
 
 def _write(out: Path, template: str, context: dict[str, Any]) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
     html = _env().get_template(template).render(**context)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(out)  # a browser refreshing the page never reads half of it
+    try:
+        with writing(out, FULL_DISK_HINT):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(html, encoding="utf-8")
+            tmp.replace(out)  # a browser refreshing the page never reads half of it
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     return out
 
 
@@ -410,15 +430,24 @@ def _param(value: Any) -> str:
 
 
 def _seconds(value: Any) -> str:
-    return f"{value:.1f}" if _number(value) else "—"
+    return f"{value:.1f}" if finite_number(value) else _fmt(value) if _number(value) else "—"
 
 
 def _signed(value: Any) -> str:
-    return f"{value:+.4f}" if _number(value) else "—"
+    return f"{value:+.4f}" if finite_number(value) else _fmt(value) if _number(value) else "—"
 
 
 def _pvalue(value: Any) -> str:
-    return ("<0.001" if value < 0.001 else f"{value:.3f}") if _number(value) else "—"
+    if not finite_number(value):
+        return _fmt(value) if _number(value) else "—"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _thousands(value: Any) -> str:
+    """A parameter count as 1,234,567; anything else (a damaged eval.json) as it is, or 0 when absent."""
+    if value is None:
+        return "0"
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
 
 
 def _show(value: Any) -> str:
@@ -427,6 +456,8 @@ def _show(value: Any) -> str:
 
 
 def _duration(seconds: float) -> str:
+    if not finite_number(seconds):
+        return str(seconds)
     minutes, secs = divmod(round(seconds), 60)
     return f"{minutes} min {secs} s" if minutes else f"{secs} s"
 
@@ -445,6 +476,23 @@ def _slug(text: str) -> str:
 
 def _as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def _curation(raw: Any) -> dict[str, Any] | None:
+    """curation_report.json as the page reads it: totals and split sizes objects, steps objects whose
+    `dropped` counts are numbers; what has another shape is dropped."""
+    if not isinstance(raw, dict):
+        return None
+    report = {**raw, "totals": _as_dict(raw.get("totals"))}
+    if "split_sizes" in report:
+        report["split_sizes"] = _as_dict(report["split_sizes"])
+    steps = raw.get("steps") if isinstance(raw.get("steps"), list) else []
+    report["steps"] = [
+        {**step, "dropped": {str(k): v for k, v in _as_dict(step.get("dropped")).items() if finite_number(v)}}
+        for step in steps
+        if isinstance(step, dict)
+    ]
+    return report
 
 
 # ---- templates (autoescaped; the CSP forbids script and any fetch, so the page is inert) -----------

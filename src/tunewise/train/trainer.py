@@ -232,10 +232,10 @@ def _resume_point(run_dir: Path, logger: MetricsLogger, console: Console) -> Pat
     )
     state = read_state(checkpoint) if checkpoint else {"step": 0, "metrics_bytes": 0}
     if not logger.truncate(state["metrics_bytes"]):
-        console.print(f"[yellow]warning: {logger.path} lost rows logged before step {state['step']}[/]")
+        console.print(f"[yellow]warning: {escape(str(logger.path))} lost rows logged before step {state['step']}[/]")
     logger.write({"step": state["step"], "event": "resume", "checkpoint": checkpoint.name if checkpoint else None})
     if checkpoint is None:
         console.print("no complete checkpoint to resume from: training starts again at step 0")
     else:
-        console.print(f"resuming training from {checkpoint} (step {state['step']})")
+        console.print(f"resuming training from {escape(str(checkpoint))} (step {state['step']})")
     return checkpoint
