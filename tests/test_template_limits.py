@@ -4,10 +4,12 @@ render exactly as before, chat templates exactly as transformers' apply_chat_tem
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
 import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -138,6 +140,7 @@ EXTRAS = [
     ("{{ [1]|slice(10**9)|list }}", RenderError, r"the slice filter would make 1000000000 characters"),
     ("{{ [[1]]|tojson(indent=10**9) }}", RenderError, r"a JSON indent would make 1000000000 characters"),
     ("{{ lipsum(10**6) }}", RenderError, r"lipsum\(\) " + SIZE),
+    ("{{ ('a.com ' * 500)|urlize(rel='x' * 100000) }}", RenderError, r"the urlize filter " + SIZE),  # rel per link
     ("{{ (1).to_bytes(10**9, 'big') }}", RenderError, r"to_bytes\(\) would make 1000000000 characters"),
     ("{{ ('\t' * 100000).expandtabs(100000) }}", RenderError, r"expandtabs\(\) " + SIZE),
     ("{{ (text * 1000).replace('a', text * 1000) }}", RenderError, r"replace\(\) " + SIZE),
@@ -199,6 +202,81 @@ def test_template_errors_of_other_kinds_are_one_line_render_errors(tokenizer):
     _refused(_render(tokenizer, "{{ 2.0 ** 100000 }}"), RenderError, r"prompt\.template failed: OverflowError: ")
 
 
+# -- one call superlinear in its input: refused before it runs (the clock is only read between calls) -----------
+
+HASH_ZERO = 2**61 - 1  # Python hashes an int to itself modulo this: all its multiples hash to 0
+COLLIDING = f"range({HASH_ZERO}, 8000 * {HASH_ZERO}, {HASH_ZERO})"
+CJK = "".join(chr(0x4E00 + i) for i in range(4000))  # punycode is quadratic in distinct non-ASCII characters
+PAIRS = r"\(\) on 100000 characters with a 33335-character argument, over the limit of 3000 for that length$"
+STRIP = r"on 400000 characters with a 400001-character argument, over the limit of 25000 for that length$"
+WRAP = r"the wordwrap filter on a word of 400000 characters at width 1, over the limit of 100000 for that width$"
+URLIZE = r"the urlize filter on {} characters, over the limit of 3000$"
+IDNA_LABEL = "{{ 'xn--" + CJK.encode("punycode").decode() + "'.encode().decode('idna') }}"  # decoded, then encoded
+PUNY = r"encode\(\) to {} on 4000 characters, over the limit of 1000$"
+COLLISIONS = r"unequal values that share a hash, over the limit of 2000$"
+DEEP = "{% set n = namespace(x=['ab'] * 20000) %}{% for i in range(100) %}{% set n.x = [n.x] %}{% endfor %}"
+SUPERLINEAR = [  # before: each ran 0.1 to 3 s here (minutes at the size limit) and was not refused
+    ("{{ (')' * 12000 ~ 'x)')|urlize }}", RenderError, URLIZE.format(12002)),
+    ("{{ ('x' * 400000)|wordwrap(1) }}", RenderError, WRAP),
+    ("{{ ('a' * 400000)|trim('b' * 400000 ~ 'a') }}", RenderError, "the trim filter " + STRIP),
+    ("{{ ('a' * 400000).strip('b' * 400000 ~ 'a') }}", RenderError, r"strip\(\) " + STRIP),
+    ("{{ ('a' * 100000).rfind('ab' ~ 'a' * 33333) }}", RenderError, "rfind" + PAIRS),
+    ("{{ ('a' * 100000).rsplit('ab' ~ 'a' * 33333) }}", RenderError, "rsplit" + PAIRS),
+    ("{{ ('a' * 100000).rpartition('ab' ~ 'a' * 33333) }}", RenderError, "rpartition" + PAIRS),
+    ("{{ text.encode('punycode') }}", RenderError, PUNY.format("punycode")),
+    ("{{ text.encode('IDNA') }}", RenderError, PUNY.format("idna")),
+    (IDNA_LABEL, RenderError, r"decode\(\) from idna on 11122 characters, over the limit of 1000$"),
+    (DEEP + "{{ n.x|pprint|length }}", RenderError, r"the pprint filter would make \d+ characters, over the limit of"),
+    (f"{{{{ {COLLIDING}|unique|list }}}}", RenderError, "the unique filter on 7998 " + COLLISIONS),
+    (f"{{{{ dict.fromkeys({COLLIDING})|length }}}}", RenderError, r"fromkeys\(\) on 7998 " + COLLISIONS),
+    (f"{{{{ dict({COLLIDING}|batch(2, 0))|length }}}}", RenderError, r"dict\(\) on 3999 " + COLLISIONS),
+    (f"{{{{ namespace({COLLIDING}|batch(2, 0)) }}}}", RenderError, r"namespace\(\) on 3999 " + COLLISIONS),
+    ("{{ ('f' * 300000)|int(base=16) > 0 }}", RenderError, r"the int filter would make a number of about 1200000 bits"),
+    ("{{ 5|round(-10**6) }}", ConfigError, r"the round filter would make a number of about 3321928 bits, over the"),
+]
+
+
+@pytest.mark.parametrize(("template", "error", "message"), SUPERLINEAR)
+def test_a_superlinear_call_is_refused_before_it_runs(tokenizer, template: str, error, message: str):
+    start = time.monotonic()
+    text = _refused(_render(tokenizer, template, text=CJK), error, message)
+    assert time.monotonic() - start < 1.0  # refused up front, not stopped by the 2 s clock afterwards
+    assert text.startswith("t.jsonl:1: prompt.template: " if error is RenderError else "prompt.template: ")
+
+
+# -- values that hold other values weigh what they hold ---------------------------------------------------
+
+LINK = "'x' * 999990 ~ i"  # each link holds a fresh 1 MB string: N links would hold N MB
+CHAINED = "{% set ns = namespace(c=none) %}{% for i in range(300) %}LINK{% endfor %}done"
+HOLDING = [
+    "{% set ns.c = cycler(ns.c, LINK) %}",  # as reported: 1.7 GB before the clock stopped it
+    "{% set ns.c = joiner([ns.c, LINK]) %}",
+    "{% set ns.c = [ns.c, LINK]|select %}",  # a filter's generator holds its arguments
+    "{% set ns.c = [LINK]|select('ne', ns.c) %}",
+    "{% set ns.c = [ns.c, LINK]|reverse %}",
+    "{% set ns.c = [ns.c, LINK].count %}",  # a bound method holds its object
+    "{% set ns.c = [ns.c, (LINK).format] %}",  # the sandbox's format wrapper holds its string
+    "{% set ns.c = [ns.c, LINK].missing %}",  # an undefined holds what it was looked up on
+    "{% for x in [ns.c, LINK] %}{% if loop.last %}{% set ns.c = loop %}{% endif %}{% endfor %}",
+]
+
+
+@pytest.mark.parametrize("link", HOLDING)
+def test_values_held_by_other_objects_count_toward_the_size_limit(tokenizer, link: str):
+    template = CHAINED.replace("LINK", link)
+    tracemalloc.start()
+    try:
+        _refused(
+            _render(tokenizer, template.replace("LINK", LINK)),
+            RenderError,
+            r"^t\.jsonl:1: prompt\.template: .* exceeds the limit of 1000000 characters$",
+        )
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 50_000_000  # before: 300 MB, one string per link
+
+
 # -- normal templates render as before -------------------------------------------------------------------
 
 NORMAL = [
@@ -219,6 +297,13 @@ NORMAL = [
     "{{ labels|join(', ') }} {{ tree|map(attribute='name')|join('/') }} {{ [1, 2, 3]|sum }}"
     "{{ [[1], [2]]|sum(start=[]) }} {{ [(1,), (2,)]|sum(start=()) }} {{ tree|sum(attribute='children', start=[]) }}",
     "{{ meta|tojson }} {{ meta|tojson(indent=2) }} {{ labels|batch(1, '-')|list }} {{ labels|slice(2)|list }}",
+    "{{ 'see www.example.com (or http://a.b/c).'|urlize }} {{ text|wordwrap(5) }} {{ '--x--'|trim('-') }}"
+    "{{ text.strip('gt') }} {{ text.rfind('a') }} {{ text.rsplit(' ', 1) }} {{ text.rpartition(' ') }}"
+    "{{ 'bücher'.encode('idna') }} {{ 'bücher'.encode('punycode') }} {{ meta|pprint }} {{ tree|pprint }}",
+    "{{ [3, 1, 3, 'A', 'a']|unique|list }} {{ tree|unique(attribute='name')|list }} {{ dict.fromkeys(labels, 0) }}"
+    "{{ dict([('a', 1), ['b', 2], 'cd']) }} {{ dict(meta) }} {{ '0x1F'|int(0) }} {{ 'ff'|int(base=16) }}"
+    "{{ 3.14159|round(2) }} {{ 1234|round(-2) }} {{ 2.55|round(1, 'floor') }} {{ dict(a=1) }} {{ [cycler(1)]|length }}"
+    "{{ namespace([('a', 1)], b=2).a }} {{ namespace(meta).source }} {{ namespace().x is undefined }}",
     "{{ {'b': [1, (2, 3)], 'a': none} }} {{ labels + ['c'] }} {{ (1, 2) + (3,) }} {{ text ~ 1 ~ none }}",
     "{%- set s -%}\n  {{ text }}  \n{%- endset -%}[{{ s }}] {% filter upper %}{{ text }}{% endfilter %}"
     "{{ range(3)|list }} {{ text.split()|reverse|join(' ') }} {{ text.encode('utf-8')|length }}"
@@ -343,6 +428,12 @@ CHAT_CASES = [
     ("{% if messages %}" * 3000 + "{% endif %}" * 3000, ConfigError, r"nesting 3000 deep exceeds the limit of 50"),
     ("{{ messages|tojson(indent=10**9) }}", RenderError, r"a JSON indent would make 1000000000 characters"),
     (DOUBLING.format(start="'ab'", grow="n.s + n.s"), RenderError, r"'\+' would make \d+ characters"),
+    # as reported: `tunewise eval` hung for minutes in urlize on this
+    ("{{ (')' * 900000 ~ 'x)')|urlize }}", RenderError, URLIZE.format(900002)),
+    (f"{{{{ dict.fromkeys({COLLIDING}) }}}}", RenderError, r"fromkeys\(\) on 7998 " + COLLISIONS),  # the chat `dict`
+    (f"{{{{ dict({COLLIDING}|batch(2, 0)) }}}}", RenderError, r"dict\(\) on 3999 " + COLLISIONS),
+    (f"{{{{ namespace({COLLIDING}|batch(2, 0)) }}}}", RenderError, r"namespace\(\) on 3999 " + COLLISIONS),
+    (CHAINED.replace("LINK", HOLDING[0]).replace("LINK", LINK), RenderError, r"Cycler\(\) exceeds the limit of 100"),
 ]
 
 
@@ -382,3 +473,41 @@ def test_the_cli_prints_one_line_for_a_hanging_template(write_config):
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert errors == ["error: prompt.template: loop iterations and calls exceed the limit of 1000000"], result.output
     assert time.monotonic() - start < 60
+
+
+# -- chat records: every assistant turn renders the conversation up to it, so the work grows with turns x turns --
+
+
+def _chat_record(turns: int, line: int = 1) -> Record:
+    messages = [{"role": ("user", "assistant")[i % 2], "content": f"turn {i}"} for i in range(turns)]
+    return Record("chat", {"messages": messages}, "chat.jsonl", line)
+
+
+def test_a_chat_record_with_too_many_messages_is_rejected_before_rendering(tokenizer):
+    renderer = PromptRenderer(PromptConfig(), "chat", tokenizer)
+    huge = _chat_record(12_000, line=7)  # 450 KB; before: minutes of rendering (4,000 turns took 10 s)
+    message = r"^chat\.jsonl:7: conversation of 12000 messages exceeds the limit of 1000$"
+    for render in (renderer.segments, renderer.prompt):
+        start = time.monotonic()
+        _refused(functools.partial(render, huge), RenderError, message)
+        assert time.monotonic() - start < 0.5
+    items, rejects = encode_records([_chat_record(4), huge], renderer, tokenizer, max_length=512)
+    assert len(items) == 1 and [r.line for r in rejects] == [7]
+    assert "conversation of 12000 messages exceeds the limit of 1000" in rejects[0].reason
+
+
+def test_chat_records_within_the_message_limit_render_as_before(tokenizer):
+    record = _chat_record(4)
+    messages = record.fields["messages"]
+    default = PromptRenderer(PromptConfig(), "chat", tokenizer)
+    at_limit = PromptRenderer(PromptConfig(), "chat", tokenizer, limits=TemplateLimits(chat_messages=4))
+    assert at_limit.segments(record) == default.segments(record)
+    assert "".join(s.text for s in default.segments(record)) == tokenizer.apply_chat_template(
+        messages, tokenize=False
+    ).rstrip("\n")  # the answer ends at its end-of-turn marker
+    assert at_limit.prompt(record) == tokenizer.apply_chat_template(
+        messages[:-1], tokenize=False, add_generation_prompt=True
+    )
+    _refused(
+        lambda: at_limit.segments(_chat_record(5)), RenderError, r"conversation of 5 messages exceeds the limit of 4$"
+    )

@@ -18,6 +18,7 @@ from jinja2.utils import Namespace
 from tunewise.config import PromptSettings
 from tunewise.data.records import ANSWER_FIELDS, Record
 from tunewise.data.template_limits import DEFAULT_LIMITS, BoundedEnvironment, TemplateLimits
+from tunewise.data.template_sizes import checked_fromkeys, checked_pairs
 from tunewise.errors import ConfigError, RenderError, TunewiseError
 
 DEFAULT_TEMPLATES = {
@@ -57,6 +58,7 @@ class PromptRenderer:
         if self.shots and kind == "chat":
             raise ConfigError("prompt.few_shot is for classification, completion and alpaca data, not chat")
         self.labels = list(labels or [])
+        self.limits = limits
         self.env = BoundedEnvironment(limits, undefined=StrictUndefined, keep_trailing_newline=True)
         self.template = self.env.template(cfg.template or DEFAULT_TEMPLATES[kind], field)
         self.chat_env = _chat_environment(limits)
@@ -137,7 +139,10 @@ class PromptRenderer:
         return messages
 
     def _messages(self, record: Record) -> list[dict[str, str]]:
-        return self._with_system([dict(m) for m in record.fields["messages"]])
+        messages, most = record.fields["messages"], self.limits.chat_messages
+        if len(messages) > most:  # segments() renders the turns before each answer again: n x n work
+            raise RenderError(f"conversation of {len(messages)} messages exceeds the limit of {most}")
+        return self._with_system([dict(m) for m in messages])
 
     def _chat(self, messages: list[dict[str, str]], generation_prompt: bool) -> str:
         """tokenizer.apply_chat_template(messages, tokenize=False, ...) to the byte, but within our limits."""
@@ -227,10 +232,10 @@ class _TemplateDict:
     """`dict` in chat templates: dict(...) and dict.fromkeys(...), nothing else of the type."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> dict:
-        return dict(*args, **kwargs)
+        return checked_pairs(dict, *args, **kwargs)  # keys that all share a hash would take n x n: refused
 
     def fromkeys(self, *args: Any, **kwargs: Any) -> dict:
-        return dict.fromkeys(*args, **kwargs)
+        return checked_fromkeys(*args, **kwargs)
 
 
 class _TemplateNamespace(Namespace):

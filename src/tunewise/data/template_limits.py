@@ -10,6 +10,9 @@ Jinja's sandbox stops escapes to Python internals, not work: `range(10**9)`, nes
   C call (`*`, `**`, `%`, `format`, `center`, `join`, `replace`, `indent`, `wordwrap`, `tojson`, ...) are checked
   before they run; everything else that builds a value (`+`, `~`, list and dict literals, calls, filters, captured
   blocks, the output) is checked when it is built, so no value that is too big survives to be multiplied again.
+  Objects that hold values (a cycler, a loop, a filter's generator, a bound method) weigh what they hold.
+- superlinear calls: one call that would run for seconds on a value within the size limit (`urlize`, `wordwrap`,
+  `strip(chars)`, `rfind`, punycode, a deep `pprint`, colliding keys in `unique`) is refused before it runs.
 - nesting: blocks and brackets deeper than `nesting` are refused before Jinja's recursive parser sees them.
 
 Limits a record's size can reach (output and value sizes) raise `RenderError`: that record is rejected. Limits that
@@ -38,20 +41,26 @@ from jinja2.exceptions import TemplateError
 from jinja2.filters import make_attrgetter
 from jinja2.runtime import LoopContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from jinja2.utils import generate_lorem_ipsum, pass_environment, pass_eval_context
+from jinja2.utils import Namespace, generate_lorem_ipsum, pass_environment, pass_eval_context
 from markupsafe import Markup
 
 from tunewise.data.template_sizes import (
-    CONTAINERS,
-    FILTER_SIZES,
+    HOLDERS,
+    WEIGHED,
+    LimitExceeded,
     SizedEscapeFormatter,
     SizedFormatter,
+    checked_fromkeys,
+    checked_pairs,
+    checked_unique,
+    filter_sizes,
     nesting_depth,
     printf_size,
     text_method_size,
     weigh,
+    weigh_made,
 )
-from tunewise.errors import ConfigError, RenderError, TunewiseError
+from tunewise.errors import ConfigError, RenderError
 
 
 @dataclass(frozen=True)
@@ -65,20 +74,11 @@ class TemplateLimits:
     nesting: int = 50  # blocks + brackets in the source (Python's own parser stops near 100 indents/200 parens)
     int_bits: int = 4096  # a number built by * or ** (about 1,200 digits)
     source_chars: int = 100_000  # the template itself: compiling 1 MB of template takes a minute (chat ones: ~5 KB)
+    urlize_chars: int = 3_000  # the urlize filter's input: it is quadratic in one call (10,000 characters: 2 s)
+    chat_messages: int = 1_000  # one chat record: each assistant turn renders the turns before it again (n x n)
 
 
 DEFAULT_LIMITS = TemplateLimits()
-
-
-class LimitExceeded(Exception):
-    """Raised inside a render; `render` turns it into the user's error. Not a TemplateError: no filter swallows it."""
-
-    def __init__(self, message: str, per_record: bool = False) -> None:
-        super().__init__(message)
-        self.per_record = per_record  # the record's size may be to blame: reject it, don't stop the run
-
-    def as_error(self, what: str) -> TunewiseError:
-        return (RenderError if self.per_record else ConfigError)(f"{what}: {self}")
 
 
 _monotonic = time.monotonic
@@ -122,6 +122,9 @@ class _Counted:
 
     def __len__(self) -> int:  # loop.length without consuming the items (TypeError for iterators, as before)
         return len(self._items)
+
+
+HOLDERS[_Counted] = lambda counted: (counted._items,)  # a loop object kept in a value holds what it iterates
 
 
 _QUOTED = {op: f"'{op}'" for op in ("*", "**", "%")}
@@ -180,7 +183,7 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         self.globals["range"] = self._range
         self.globals["lipsum"] = self._lipsum
         originals = dict(self.filters)
-        for name, size in FILTER_SIZES.items():
+        for name, size in filter_sizes(limits).items():
             originals[name] = self._prechecked(originals[name], size, f"the {name} filter")
         originals["format"] = self._prechecked(  # `value % args`, unsandboxed in jinja
             originals["format"], lambda value, *a, **kw: printf_size(str(value), kw or a, limits.output_chars), "'%'"
@@ -252,7 +255,7 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         limit = self.limits.output_chars
         if type(value) is str or isinstance(value, str):
             self.expect(len(value), what)
-        elif isinstance(value, CONTAINERS) and weigh(value, limit) > limit:
+        elif isinstance(value, WEIGHED) and weigh_made(value, limit) > limit:
             raise LimitExceeded(f"{what} exceeds the limit of {limit} characters", per_record=True)
         return value
 
@@ -261,7 +264,7 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         budget.left -= 1
         if budget.left < 0 or _monotonic() > budget.deadline:
             budget.tick()
-        kind = type(obj)
+        kind, target = type(obj), obj
         if kind is BuiltinMethodType or kind is MethodType:  # 'x'.center, Markup('x').center, (1).to_bytes
             owner = obj.__self__
             if isinstance(owner, (str, bytes)):
@@ -269,9 +272,13 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
                 self.expect(size, f"{obj.__name__}()")
             elif type(owner) is int and obj.__name__ == "to_bytes":
                 self.expect(args[0] if args and isinstance(args[0], int) else 0, "to_bytes()")
+            elif owner is dict and obj.__name__ == "fromkeys":  # colliding keys would take n x n
+                target = checked_fromkeys
         elif kind is LoopContext and args:  # a recursive loop's next level
             args = (self.counted(args[0]), *args[1:])
-        result = super().call(context, obj, *args, **kwargs)
+        elif obj is dict or (isinstance(obj, type) and issubclass(obj, Namespace)):  # both make a dict of pairs
+            target = functools.partial(checked_pairs, obj)
+        result = super().call(context, target, *args, **kwargs)
         if type(result) is str and len(result) <= self.limits.output_chars:
             return result  # the common case, without building a name
         return self.fit(result, f"{getattr(obj, '__name__', None) or getattr(obj, 'name', None) or 'a call'}()")
@@ -353,7 +360,8 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         return checked
 
     def _replacements(self, originals: dict[str, Callable[..., Any]]) -> dict[str, Callable[..., Any]]:
-        return {"join": self._join(originals["join"]), "sum": self._sum(originals["sum"]), "tojson": self._tojson()}
+        replaced = {"join": self._join(originals["join"]), "sum": self._sum(originals["sum"])}
+        return {**replaced, "tojson": self._tojson(), "unique": checked_unique(originals["unique"])}
 
     def _join(self, original: Callable[..., Any]) -> Callable[..., Any]:
         @pass_eval_context
