@@ -2,7 +2,7 @@
 
 Two passes in one process: (1) all steps except semantic dedup and cleanlab, (2) all steps with
 them, run over everything the cheap filters keep (not over a balanced sample as the demo does).
-Bars (issue #3): (1) <= 60 s, (2) <= 240 s on a 2-core CPU. Also reports near-dup records/s.
+Targets: (1) <= 60 s, (2) <= 240 s on a 2-core CPU. Also reports near-dup records/s.
 Usage: python bench/curate_throughput.py [--embed-dtype bfloat16|float32]
 """
 

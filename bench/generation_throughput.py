@@ -1,7 +1,7 @@
 """Benchmark: batched generation (left padding, length-sorted, KV cache) vs one prompt at a time.
 
 Same model, same prompts, greedy, same max_new_tokens; A/B alternated in one process.
-Bar (issue #4): batched >= 4x the generated tokens/s of one-at-a-time.
+Target: batched >= 4x the generated tokens/s of one-at-a-time.
 Usage: python bench/generation_throughput.py [--n 32] [--batch-size 16] [--max-new-tokens 24]
 """
 

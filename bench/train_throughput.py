@@ -6,7 +6,7 @@ Arms, same model, same data, same LoRA (r=16, all linear layers), same optimizer
 - `tunewise-unfused`: the same with `train.fused_lora: false` (PEFT's own LoRA forward), to measure that part;
 - `tunewise-plain`: the same Trainer with `train.packing: false` and `train.fused_lora: false` (padded batches, full
   logits, PEFT's forward);
-- `trl-sft`: the reference of issue #6: SFTTrainer + PEFT with completion_only_loss=True and TRL's defaults
+- `trl-sft`: the reference peer: SFTTrainer + PEFT with completion_only_loss=True and TRL's defaults
   otherwise (padded batches, gradient checkpointing on), except bf16=False: TRL turns bf16 autocast on by default,
   which changes the numerics; the bars compare the same fp32 objective;
 - `trl-sft-tuned`: TRL with its own fast settings (padding_free=True, gradient checkpointing off), for reference.
@@ -36,7 +36,7 @@ REFERENCE = "trl-sft"
 SHAPES = {"classification": ((35, 90), (2, 2)), "summarization": ((180, 450), (15, 45))}  # (prompt, completion)
 # (optimizer steps, micro-batch): each arm trains ~10k tokens per shape, about 1-3 minutes on 2 cores
 SIZES = {"classification": (20, 8), "summarization": (6, 4)}
-BARS = {"classification": 2.0, "summarization": 1.4}  # throughput ratio against `trl-sft` (issue #6)
+BARS = {"classification": 2.0, "summarization": 1.4}  # target throughput ratio against `trl-sft`
 
 
 def make_examples(shape: str, n: int, vocab: int, seed: int) -> list[dict[str, list[int]]]:
@@ -178,7 +178,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"{row['speedup']:.2f}x | {row['wall_s']:.1f} | {row['load_s']:.1f} | {row['peak_rss_mb']:.0f} | "
             f"{row['final_loss']:.5f} | {row['loss_diff']:+.1e} | {100 * row['mfu']:.1f}% |"
         )
-    lines += ["", "| bar (issue #6) | required | measured | met |", "|---|---|---|---|"]
+    lines += ["", "| target | required | measured | met |", "|---|---|---|---|"]
     for bar in results["bars"]:
         lines.append(f"| {bar['bar']} | {bar['required']} | {bar['measured']} | {'yes' if bar['met'] else 'NO'} |")
     lines += [
