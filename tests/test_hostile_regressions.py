@@ -140,8 +140,9 @@ def test_copies_of_one_text_cannot_be_split_is_a_data_error(tmp_path: Path):
 def test_unknown_encoding_is_a_config_error(tmp_path: Path):
     path = tmp_path / "t.jsonl"
     path.write_text("{}\n")
-    with pytest.raises(ConfigError, match="data.encoding: unknown encoding 'utf-9'"):  # was: LookupError
-        _load(path, encoding="utf-9")
+    raw = {"model": {"name": "m"}, "data": {"kind": "classification", "train": str(path), "encoding": "utf-9"}}
+    with pytest.raises(ConfigError, match=r"'data\.encoding': Value error, unknown text encoding 'utf-9'"):
+        validate_config(raw)  # was: LookupError when the file was read
 
 
 def test_written_jsonl_survives_splitlines(tmp_path: Path):
