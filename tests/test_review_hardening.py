@@ -140,7 +140,7 @@ DAMAGE = {
     ),
     "config is not JSON": (
         lambda p: (p / "adapter_config.json").write_text('{"peft_type": "LORA",'),
-        "adapter_config.json is not valid JSON (Expecting property name",
+        "adapter_config.json is not valid JSON (line 1, column 22)",
     ),
     "config is huge": (
         lambda p: (p / "adapter_config.json").write_text(json.dumps({"pad": "x" * (1 << 20)})),

@@ -376,7 +376,7 @@ def attach_adapter(model: Any, adapter: Path, name: str = "default") -> Any:
 
     from peft import PeftModel, PeftType
 
-    from tunewise.track.safeio import Unreadable, read_regular
+    from tunewise.track.safeio import Unreadable, read_json_file
 
     if not (adapter / "adapter_config.json").is_file():
         raise ModelLoadError(f"--adapter {adapter}: no adapter_config.json; pass the run's adapter/ directory")
@@ -384,13 +384,9 @@ def attach_adapter(model: Any, adapter: Path, name: str = "default") -> Any:
         raise ModelLoadError(f"--adapter {adapter}: no adapter_model.safetensors (only safetensors are loaded)")
     redo = "pass the adapter/ directory of a run trained on this config's model.name"
     try:
-        settings = json.loads(read_regular(adapter / "adapter_config.json", MAX_ADAPTER_CONFIG).decode("utf-8"))
+        settings = read_json_file(adapter / "adapter_config.json", MAX_ADAPTER_CONFIG)
     except Unreadable as exc:
         raise ModelLoadError(f"--adapter {adapter}: {exc}; {redo}") from None
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise ModelLoadError(
-            f"--adapter {adapter}: adapter_config.json is not valid JSON ({_first_line(exc)}); {redo}"
-        ) from None
     if not isinstance(settings, dict):
         raise ModelLoadError(
             f"--adapter {adapter}: adapter_config.json is a JSON {_json_kind(settings)}, not an object; {redo}"

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunewise.track.safeio import Unreadable, read_regular, replace_text
+from tunewise.track.safeio import Unreadable, read_json_file, replace_text
 
 RUN_JSON = "run.json"
 MAX_RUN_JSON = 1 << 20  # tunewise writes ~1 KB (the error is cut to 2,000 characters); more is not a run.json
@@ -80,17 +80,9 @@ def read_info(run_path: Path) -> RunInfo | None:
     if not os.path.lexists(target):
         return None
     try:
-        data = read_regular(target, MAX_RUN_JSON)
-        if not data.strip():  # e.g. a power cut on a file system that lost the content of the last write
-            return _damaged(run_path, {}, [f"{RUN_JSON} is empty"])
-        raw = json.loads(data.decode("utf-8"))
+        raw = read_json_file(target, MAX_RUN_JSON)
     except Unreadable as exc:
         return _damaged(run_path, {}, [str(exc)])
-    except UnicodeDecodeError:
-        return _damaged(run_path, {}, [f"{RUN_JSON} is not UTF-8 text"])
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError; RecursionError: [[[[...]]]]
-        where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
-        return _damaged(run_path, {}, [f"{RUN_JSON} is not valid JSON{where}"])
     return parse_info(raw, run_path)
 
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import secrets
 import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from tunewise.errors import TunewiseError
 
@@ -163,6 +165,22 @@ def read_regular(path: Path, limit: int) -> bytes:
     if len(data) > limit:  # it grew while being read
         raise Unreadable(f"{path.name} is more than the {human_size(limit)} expected")
     return data
+
+
+def read_json_file(path: Path, limit: int) -> Any:
+    """The parsed JSON of a regular file of at most `limit` bytes; `Unreadable` says why not (missing, not a
+    regular file, too large, empty, not UTF-8, not JSON with the line and column, nested too deep)."""
+    data = read_regular(path, limit)
+    if not data.strip():  # e.g. a power cut on a file system that lost the content of the last write
+        raise Unreadable(f"{path.name} is empty")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise Unreadable(f"{path.name} is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise Unreadable(f"{path.name} is not valid JSON (line {exc.lineno}, column {exc.colno})") from None
+    except (ValueError, RecursionError):  # RecursionError: [[[[...]]]] thousands deep
+        raise Unreadable(f"{path.name} is not valid JSON") from None
 
 
 def open_regular(path: Path) -> int | None:

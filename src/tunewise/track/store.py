@@ -23,7 +23,7 @@ from tunewise.errors import ConfigError, TunewiseError
 from tunewise.track import index
 from tunewise.track.index import INDEX_NAME, MIGRATIONS, Row, Warn, migrate, open_index
 from tunewise.track.runinfo import DAMAGED, RunInfo, process_alive, read_info, write_info
-from tunewise.track.safeio import Unreadable, open_regular, read_regular
+from tunewise.track.safeio import Unreadable, open_regular, read_json_file, read_regular
 from tunewise.yaml_input import decode_utf8, parse_yaml
 
 __all__ = [
@@ -73,8 +73,8 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 def read_json(path: Path) -> Any:
     """A run file's JSON, or None when it is missing, half-written, not a regular file or not JSON."""
     try:
-        return json.loads(read_regular(path, MAX_JSON).decode("utf-8"))
-    except (Unreadable, ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return read_json_file(path, MAX_JSON)
+    except Unreadable:
         return None
 
 
