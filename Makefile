@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-summaries sweep-demo ablate-demo report test test-slow test-crash lint bench install browser sandbox clean
+.PHONY: demo demo-summaries sweep-demo ablate-demo report test test-slow test-crash lint bench install browser sandbox clean config-docs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -63,6 +63,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/label_scoring.py
 	$(BIN)/python bench/curate_throughput.py
 	$(BIN)/python bench/generation_throughput.py
+
+config-docs: $(STAMP)
+	$(BIN)/python -m tunewise.config_docs --write docs/configuration.md
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info

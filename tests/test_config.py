@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -75,11 +76,12 @@ def test_metric_not_computed_during_training_is_refused_at_load():
 def test_curate_steps_are_typed_and_unknown_keys_named():
     config = validate_config({**_minimal(), "curate": {"steps": [{"step": "near_dedup", "threshold": 0.7}]}})
     assert config.curate.steps[0].threshold == 0.7 and config.curate.steps[0].num_perm == 128
-    with pytest.raises(ConfigError, match=r"unknown key 'curate.steps.0.near_dedup.threshhold'"):
+    typo = r"unknown key 'curate.steps\[1\] \(near_dedup\).threshhold' \(did you mean '.*\.threshold'\?\)"
+    with pytest.raises(ConfigError, match=typo):
         validate_config({**_minimal(), "curate": {"steps": [{"step": "near_dedup", "threshhold": 0.7}]}})
-    with pytest.raises(ConfigError, match=r"curate.steps.0.*does not match any of the expected tags"):
+    with pytest.raises(ConfigError, match=r"'curate.steps\[1\]': unknown step 'dedupe'.*steps: validate, normalize"):
         validate_config({**_minimal(), "curate": {"steps": [{"step": "dedupe"}]}})
-    with pytest.raises(ConfigError, match=r"curate.steps.0.confidence.min"):
+    with pytest.raises(ConfigError, match=r"'curate.steps\[1\] \(confidence\).min': Input should be less"):
         validate_config({**_minimal(), "curate": {"steps": [{"step": "confidence", "min": 2}]}})
 
 
@@ -119,3 +121,116 @@ def test_a_dumped_config_loads_from_another_folder(tmp_path: Path, monkeypatch):
     copy.write_text(dump_config(config))
     assert load_config(copy).data.train.resolve() == (project / "data" / "train.jsonl").resolve()
     assert load_config(copy).data.train.is_file()
+
+
+def _cfg_file(tmp_path: Path, **sections) -> Path:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump({**_minimal(), **sections}), encoding="utf-8")
+    return path
+
+
+def test_an_error_an_override_brings_names_the_override_not_the_file(tmp_path: Path):
+    path = _cfg_file(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, ["lora.r=4", "train.epochs=abc"])
+    assert str(caught.value).startswith("override 'train.epochs=abc': 'train.epochs': Input should be a valid number")
+    assert str(path) not in str(caught.value)
+    unknown = r"^override 'train.lrr=1e-4': unknown key 'train.lrr' \(did you mean 'train.lr'\?\)$"
+    with pytest.raises(ConfigError, match=unknown):
+        load_config(path, ["train.lrr=1e-4"])
+    # a problem across sections is the override's too when the file alone is fine
+    with pytest.raises(ConfigError, match=r"^override 'train.metric=rougeL': train.metric 'rougeL' is not a metric"):
+        load_config(path, ["train.metric=rougeL"])
+
+
+def test_an_error_in_the_file_names_the_file_whatever_the_overrides(tmp_path: Path):
+    path = _cfg_file(tmp_path, train={"epochs": "abc"})
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: 'train.epochs': .*'abc'"):
+        load_config(path, ["lora.r=4"])
+    with pytest.raises(ConfigError, match=r"^override 'train.epochs=xyz': 'train.epochs': .*'xyz'\)$"):
+        load_config(path, ["train.epochs=xyz"])  # replaced by another bad value: the override's
+    assert load_config(path, ["train.epochs=2"]).train.epochs == 2  # an override can fix the file
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, ["lora.r=0"])
+    problems = sorted(str(caught.value).split("; "))  # each names its own origin
+    assert problems[0].startswith(f"{path}: 'train.epochs': ") and problems[1].startswith("override 'lora.r=0': ")
+
+
+def test_the_cli_names_the_override(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from tunewise.cli import app
+
+    result = CliRunner().invoke(app, ["run", str(_cfg_file(tmp_path)), "train.epochs=abc"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "error: override 'train.epochs=abc': 'train.epochs'" in " ".join(result.output.split())
+
+
+def test_a_curation_step_is_named_with_its_position_from_one(tmp_path: Path):
+    steps = [{"step": s} for s in ("validate", "normalize", "exact_dedup", "quality")]
+    steps.append({"step": "near_dedup", "threshold": 3})
+    with pytest.raises(ConfigError, match=r"^config: 'curate.steps\[5\] \(near_dedup\).threshold': Input should"):
+        validate_config({**_minimal(), "curate": {"steps": steps}})
+    override = "curate.steps=[{step: validate}, {step: quality, min_words: -1}]"
+    with pytest.raises(ConfigError, match=r"^override .*: 'curate.steps\[2\] \(quality\).min_words': Input"):
+        load_config(_cfg_file(tmp_path), [override])
+
+
+@pytest.mark.parametrize(
+    ("step", "message"),
+    [
+        ({"threshold": 0.9}, r"'curate.steps\[2\]': no 'step' key saying which step this is; steps: validate, "),
+        ("near_dedup", r"'curate.steps\[2\]': a step is a mapping like \{step: near_dedup\}, not 'near_dedup'; steps"),
+        ({"step": "near_dupes"}, r"unknown step 'near_dupes' \(did you mean 'near_dedup'\?\); steps: .*decontaminate$"),
+    ],
+    ids=["missing", "not-a-mapping", "unknown"],
+)
+def test_a_step_that_names_no_known_step_lists_the_steps(step, message: str):
+    with pytest.raises(ConfigError, match=message):
+        validate_config({**_minimal(), "curate": {"steps": [{"step": "validate"}, step]}})
+
+
+def test_items_of_other_lists_count_from_one_too():
+    with pytest.raises(ConfigError, match=r"'data.labels\[2\]': Input should be a valid string"):
+        validate_config({"data": {"train": "t.jsonl", "labels": ["a", ["b"]]}})
+
+
+def test_sampler_is_one_of_the_known_orders():
+    assert validate_config(_minimal()).train.sampler == "random"
+    assert validate_config({**_minimal(), "train": {"sampler": "stratified"}}).train.sampler == "stratified"
+    with pytest.raises(ConfigError, match=r"'train.sampler': Input should be 'random', 'stratified' or 'length_gr"):
+        validate_config({**_minimal(), "train": {"sampler": "shuffled"}})
+
+
+def test_calibration_needs_likelihood_classification():
+    assert validate_config({**_minimal(), "eval": {"calibrate": True}}).eval.calibrate is True
+    with pytest.raises(ConfigError, match="eval.calibrate: true .* eval.label_mode: generate does not give"):
+        validate_config({**_minimal(), "eval": {"calibrate": True, "label_mode": "generate"}})
+    with pytest.raises(ConfigError, match="eval.calibrate: true is for classification.* the summarization task"):
+        validate_config({**_minimal(), "eval": {"calibrate": True, "task": "summarization"}})
+    completion = {"data": {"train": "t.jsonl", "kind": "completion"}, "eval": {"calibrate": True}}
+    with pytest.raises(ConfigError, match="evaluates the generation task; set eval.calibrate: false"):
+        validate_config(completion)
+
+
+def test_calibration_is_evaluated_on_the_test_split():
+    assert validate_config({**_minimal(), "eval": {"calibrate": True, "split": "test"}}).eval.split == "test"
+    assert validate_config({**_minimal(), "eval": {"split": "val"}}).eval.split == "val"
+    with pytest.raises(
+        ConfigError, match=r"^config: eval.calibrate: true fits .* validation split.* set eval.split: test$"
+    ):
+        validate_config({**_minimal(), "eval": {"calibrate": True, "split": "val"}})
+
+
+def test_stratified_batches_need_classification_data(tmp_path: Path):
+    assert validate_config({**_minimal(), "train": {"sampler": "stratified"}}).train.sampler == "stratified"
+    completion = {"data": {"train": "t.jsonl", "kind": "completion"}, "train": {"sampler": "stratified"}}
+    with pytest.raises(
+        ConfigError,
+        match=r"^config: train.sampler: stratified batches need class labels, and "
+        r"data.kind: completion records have none; set train.sampler: random$",
+    ):
+        validate_config(completion)
+    path = _cfg_file(tmp_path, data={"train": "t.jsonl", "kind": "chat"})
+    with pytest.raises(ConfigError, match=r"^override 'train.sampler=stratified': train.sampler: stratified batches"):
+        load_config(path, ["train.sampler=stratified"])
