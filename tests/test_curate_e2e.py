@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -166,3 +167,62 @@ def test_nothing_is_lost_and_nothing_crashes_on_hostile_input(tmp_path: Path, ra
     assert result.n_input == _expected_rows(raw_lines)
     assert len(result.kept) + len(result.rejects) == result.n_input
     assert all(r.reason for r in result.rejects)
+
+
+def test_report_records_the_executed_order_and_what_normalize_changed(tmp_path: Path):
+    train = tmp_path / "raw.jsonl"
+    train.write_text("\n".join(_rows()) + "\n", encoding="utf-8")
+    outcome = curate(validate_config(_config(tmp_path, train)), Console(quiet=True))
+    report = json.loads(outcome.report_json.read_text())
+    listed = [step["step"] for step in CHEAP_STEPS]
+    assert report["executed_order"] == [name for name in listed if name != "balance"] + ["balance"]
+    assert report["reordered"] is True
+    normalize = next(step for step in report["steps"] if step["name"] == "normalize")
+    assert normalize["changed"] == 1 and normalize["changes"] == {"whitespace": 1}  # "THE  cars"
+    html = outcome.report_html.read_text()
+    assert "Steps ran in this order: validate → normalize" in html and "decontaminate → balance." in html
+    assert "whitespace: 1" in html
+
+
+def _with_eval_file(tmp_path: Path, **data) -> tuple[dict, Path]:
+    train = tmp_path / "raw.jsonl"
+    train.write_text("\n".join(_rows()[:48]).replace('"label"', '"sentiment"') + "\n", encoding="utf-8")
+    test = tmp_path / "test.jsonl"
+    rows = [{"text": "roads are fine today", "sentiment": "pos"}, {"text": "meh roads", "sentiment": "mixed"}]
+    test.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    steps = [{"step": "exact_dedup"}, {"step": "split", "val": 0.2}]
+    config = _config(tmp_path, train, steps, test=str(test), fields={"label": "sentiment"}, **data)
+    return config, test
+
+
+def test_an_eval_file_label_unknown_to_training_fails_before_curation_naming_the_users_file(tmp_path: Path):
+    config, test = _with_eval_file(tmp_path)
+    try:
+        curate(validate_config(config), Console(quiet=True))
+    except DataError as exc:
+        assert (exc.source, exc.line, exc.field) == (str(test), 2, "sentiment")
+        assert "unknown label 'mixed' (known: neg, pos, from the training file)" in exc.reason
+    else:
+        raise AssertionError("no DataError")
+    assert not (tmp_path / "curated").exists()  # raised before any step ran or wrote
+
+
+def test_the_cli_exits_2_on_an_unknown_eval_label(tmp_path: Path):
+    config, _ = _with_eval_file(tmp_path)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    result = CliRunner().invoke(app, ["curate", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert re.search(r"error: \S*test\.jsonl:2: field 'sentiment': unknown label 'mixed'", result.output)
+
+
+def test_with_on_error_skip_an_unknown_eval_label_is_a_counted_reject(tmp_path: Path):
+    config, test = _with_eval_file(tmp_path, on_error="skip")
+    outcome = curate(validate_config(config), Console(quiet=True))
+    rejects = (outcome.splits["train"].parent / "rejects.jsonl").read_text().splitlines()
+    (reject,) = [r for r in map(json.loads, rejects) if r["stage"] == "labels"]
+    assert (reject["source"], reject["line"], reject["field"]) == (str(test), 2, "sentiment")
+    assert reject["category"] == "label:unknown_label"
+    assert outcome.splits["test"].read_text().count("\n") == 1
+    assert json.loads(outcome.report_json.read_text())["eval_files"] == {"records": 1, "rejected": 1}

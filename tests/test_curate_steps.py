@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import random
+import string
+import typing
 
 import numpy as np
 import pytest
@@ -10,9 +13,11 @@ from rich.console import Console
 
 from tunewise.curate.base import Context
 from tunewise.curate.dedup import Decontaminate, NearDedup, SemanticDedup
-from tunewise.curate.pipeline import run_steps
+from tunewise.curate.pipeline import STEP_TYPES, order_note, plan_steps, run_steps
+from tunewise.curate.report import advice
 from tunewise.curate.select_steps import Balance, LabelErrors, Relevance, Split
 from tunewise.curate.settings import (
+    AnyStep,
     BalanceStep,
     ConfidenceStep,
     ConflictsStep,
@@ -30,6 +35,7 @@ from tunewise.curate.settings import (
 )
 from tunewise.curate.text_steps import Confidence, Conflicts, ExactDedup, Normalize, Quality, Validate
 from tunewise.data.records import Record
+from tunewise.errors import ConfigError
 
 
 def rec(text: str, label: str = "a", line: int = 1, split: str | None = None, **extra) -> Record:
@@ -239,3 +245,133 @@ def test_split_hits_exact_sizes_with_many_small_classes():
     records = [rec(f"t{i}", f"class{i % 10}", i) for i in range(30)]
     out = [r.split for r, _ in verdicts(Split(SplitStep(step="split", val=0.1, test=0.1)), records)]
     assert out.count("test") == 3 and out.count("val") == 3
+
+
+def _tagged(per_class: int, contaminated: int) -> tuple[list[Record], list[Record]]:
+    """`per_class` records of each of two classes, the first `contaminated` of each sharing a span with an
+    eval record; and those eval records."""
+    records, reference = [], []
+    for label in ("a", "b"):
+        for i in range(per_class):
+            line = len(records) + 1
+            if i < contaminated:
+                span = f"eval span {label} {i} appears in the test set"
+                records.append(rec(f"{span} and also here", label, line))
+                reference.append(rec(span, label, line, split="test"))
+            else:
+                words = random.Random(line).choices(string.ascii_lowercase, k=40)
+                records.append(rec(" ".join("".join(words[j : j + 5]) for j in range(0, 40, 5)), label, line))
+    return records, reference
+
+
+def test_balance_listed_before_decontaminate_still_ends_with_exactly_per_class():
+    records, reference = _tagged(20, 6)
+    cfg = CurateConfig(
+        steps=[
+            {"step": "balance", "per_class": 8},
+            {"step": "decontaminate", "ngram": 4},
+            {"step": "split", "val": 4, "test": 4},
+        ]
+    )
+    console = Console(record=True, width=300)
+    result = run_steps(records, [], cfg, ctx(reference=reference, reference_splits=("test",)), console)
+    train = [r for r in result.kept if r.split == "train"]
+    assert {label: [r.label for r in train].count(label) for label in "ab"} == {"a": 8, "b": 8}
+    assert [r.split for r in result.kept].count("val") == 4  # balance samples the training records only
+    assert result.executed_order == ["split", "decontaminate", "balance"] and result.reordered
+    assert [(s.name, s.position, s.category) for s in result.steps[1:]] == [
+        ("split", 3, "split"),
+        ("decontaminate", 2, "decontaminate"),
+        ("balance", 1, "sample"),
+    ]
+    assert "steps run as split → decontaminate → balance" in console.export_text()
+
+
+def test_steps_run_by_category_and_in_list_order_within_one():
+    cfg = CurateConfig(
+        steps=[
+            {"step": "balance", "per_class": 5},
+            {"step": "decontaminate"},
+            {"step": "split"},
+            {"step": "relevance", "description": "x", "top_k": 3},
+            {"step": "exact_dedup"},
+            {"step": "normalize"},
+        ]
+    )
+    plan = plan_steps(cfg.steps)
+    assert [p.name for p in plan] == ["exact_dedup", "normalize", "relevance", "split", "decontaminate", "balance"]
+    assert order_note(plan).startswith("curate: steps run as exact_dedup → normalize → relevance → split")
+    assert order_note(plan_steps(CurateConfig(steps=[{"step": "split"}, {"step": "balance"}]).steps)) is None
+
+
+def test_an_earlier_balance_shrinks_the_pool_where_listed_and_the_last_one_sets_the_size():
+    cfg = CurateConfig(
+        steps=[
+            {"step": "exact_dedup"},
+            {"step": "balance", "per_class": 50},
+            {"step": "semantic_dedup"},
+            {"step": "split"},
+            {"step": "balance", "per_class": 10},
+            {"step": "decontaminate"},
+        ]
+    )
+    plan = plan_steps(cfg.steps)
+    assert [(p.name, p.category.name) for p in plan] == [
+        ("exact_dedup", "clean"),
+        ("balance", "pre-sample"),
+        ("semantic_dedup", "clean"),
+        ("split", "split"),
+        ("decontaminate", "decontaminate"),
+        ("balance", "sample"),
+    ]
+    disabled_last = CurateConfig(steps=[{"step": "balance", "per_class": 5}, {"step": "balance", "enabled": False}])
+    assert [p.category.name for p in plan_steps(disabled_last.steps)] == ["sample", "sample"]
+
+
+def test_every_step_type_has_a_category():
+    models = typing.get_args(typing.get_args(AnyStep)[0])
+    assert {typing.get_args(model.model_fields["step"].annotation)[0] for model in models} == set(STEP_TYPES)
+
+
+def test_normalize_counts_what_it_changed_by_kind():
+    records = [rec("Price: Â£5 off", line=1), rec("cafe\u0301 ok", line=2), rec("too   many  spaces", line=3)]
+    records += [rec("isnâ€™t  bad", line=4), rec("clean text", line=5)]
+    cfg = CurateConfig(steps=[{"step": "normalize"}, {"step": "exact_dedup"}])
+    result = run_steps(records, [], cfg, ctx(), Console(quiet=True))
+    normalize, dedup = result.steps[1:]
+    assert (normalize.changed, normalize.changes) == (4, {"mojibake": 2, "nfc": 1, "whitespace": 2})
+    assert (dedup.changed, dedup.changes) == (0, {})
+
+
+def test_an_error_in_a_step_names_the_step_and_its_place_in_the_list():
+    cfg = CurateConfig(steps=[{"step": "balance", "per_class": 5}, {"step": "relevance", "top_k": 3}])
+    with pytest.raises(ConfigError) as caught:
+        run_steps([rec("some text here")], [], cfg, ctx(), Console(quiet=True))
+    assert str(caught.value) == "curate step 2 (relevance): give a description or seeds, and top_k or min_score"
+
+
+def test_an_unexpected_error_keeps_its_traceback_and_names_the_step(monkeypatch: pytest.MonkeyPatch):
+    def broken(self, records, context):
+        raise ValueError("boom")
+        yield
+
+    monkeypatch.setattr(ExactDedup, "__call__", broken)
+    cfg = CurateConfig(steps=[{"step": "quality"}, {"step": "exact_dedup"}])
+    with pytest.raises(ValueError, match="boom") as caught:
+        run_steps([rec("some text here")], [], cfg, ctx(), Console(quiet=True))
+    assert caught.value.__notes__ == ["in curate step 2 (exact_dedup)"]
+
+
+def test_advice_knows_whether_a_balance_step_is_configured():
+    train = [rec("x", "a")] * 400 + [rec("y", "b")] * 50
+    without = advice(train, "classification", [])
+    assert "class 'a' is 89% of the training set; consider the balance step" in without
+    steps = CurateConfig(steps=[{"step": "balance", "per_class": 400}]).steps
+    notes = advice(train, "classification", steps)
+    assert not any("consider the balance step" in note for note in notes)
+    assert any(note.startswith("class 'a' is 89% of the training set after the balance step") for note in notes)
+    capped = CurateConfig(steps=[{"step": "balance", "per_class": 100}]).steps
+    assert advice([rec("x", "a")] * 100 + [rec("y", "b")] * 80, "classification", capped) == [
+        "class 'a' has 100 training examples (the balance step's per_class); aim for a few hundred per class",
+        "class 'b' has 80 training examples; aim for a few hundred per class",
+    ]

@@ -19,10 +19,11 @@ class Verdict:
     record: Record
     drop: str | None = None  # None keeps the record; otherwise the reason it is dropped
     category: str | None = None  # short stable name of the drop reason, for counting
+    changes: frozenset[str] = frozenset()  # kinds of change made to a kept record, e.g. {"mojibake"}
 
 
-def keep(record: Record) -> Verdict:
-    return Verdict(record)
+def keep(record: Record, changes: Iterable[str] = ()) -> Verdict:
+    return Verdict(record, changes=frozenset(changes))
 
 
 def drop(record: Record, category: str, reason: str) -> Verdict:

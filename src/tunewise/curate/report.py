@@ -7,6 +7,7 @@ import io
 import json
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +34,13 @@ def build_report(
         "totals": {"input": result.n_input, "kept": len(result.kept), "rejected": len(result.rejects)},
         "eval_files": {"records": len(given), "rejected": given_rejected},
         "steps": [vars(s) for s in result.steps],
+        "executed_order": result.executed_order,
+        "reordered": result.reordered,
         "split_sizes": dict(Counter(r.split or "train" for r in kept)),
         "class_balance": {"before": _labels(result.initial), "after": _labels(train)},
         "cluster_sizes": {k: v[:50] for k, v in result.context.cluster_sizes.items()},
         "notes": result.context.notes,
-        "advice": advice(train, config.data.kind),
+        "advice": advice(train, config.data.kind, config.curate.steps if config.curate is not None else []),
     }
     report["plots"] = {
         "class_balance": _bar_png(report["class_balance"]) if report["class_balance"]["before"] else None,
@@ -46,20 +49,37 @@ def build_report(
     return report
 
 
-def advice(train: list[Record], kind: str) -> list[str]:
+def advice(train: list[Record], kind: str, steps: Sequence[Any] = ()) -> list[str]:
+    """Dataset-size advice on the curated training set, aware of the configured steps: no "consider the
+    balance step" when one is configured, but what it could and could not do."""
+    balance = next((s for s in steps if s.step == "balance" and s.enabled), None)
     notes = []
     if kind == "classification":
         counts = Counter(r.label for r in train)
+        cap = getattr(balance, "per_class", None)
         for label, n in sorted(counts.items()):
             if n < MIN_PER_CLASS:
-                notes.append(f"class '{label}' has {n} training examples; aim for a few hundred per class")
+                why = " (the balance step's per_class)" if n == cap else ""
+                notes.append(f"class '{label}' has {n} training examples{why}; aim for a few hundred per class")
         total = sum(counts.values())
         if total and counts and max(counts.values()) / total > DOMINANT_SHARE:
             label, n = counts.most_common(1)[0]
-            notes.append(f"class '{label}' is {n / total:.0%} of the training set; consider the balance step")
+            notes.append(f"class '{label}' is {n / total:.0%} of the training set{_balance_note(balance)}")
     elif len(train) < MIN_GENERATIVE:
         notes.append(f"{len(train)} training examples; generation tasks usually want a few thousand")
     return notes
+
+
+def _balance_note(balance: Any) -> str:
+    """Why one class still dominates, given the configured balance step (None: there is none)."""
+    if balance is None:
+        return "; consider the balance step"
+    if balance.per_class is None and balance.total is None:
+        return "; the balance step has no per_class or total to sample to"
+    return (
+        " after the balance step: the other classes have fewer records than its cap; lower per_class or total"
+        " to even them out (fewer examples), or add records of the other classes"
+    )
 
 
 def write_report(report: dict[str, Any], output: Path) -> tuple[Path, Path]:
@@ -155,11 +175,16 @@ Splits: {% for name, n in r.split_sizes.items() %}{{ name }} {{ n }}{% if not lo
 {% if r.advice %}<div class="advice"><b>Dataset-size advice</b><ul>
 {% for a in r.advice %}<li>{{ a }}</li>{% endfor %}</ul></div>{% endif %}
 <h2>Steps</h2>
-<table><tr><th>step</th><th class="n">in</th><th class="n">kept</th><th class="n">dropped</th>
-<th>reasons</th><th class="n">seconds</th></tr>
-{% for s in r.steps %}<tr><td>{{ s.name }}{% if not s.enabled %} (off){% endif %}</td><td class="n">{{ s.n_in }}</td>
-<td class="n">{{ s.kept }}</td><td class="n">{{ s.dropped.values()|sum }}</td>
+<p>Steps ran in this order: {{ r.executed_order|join(' → ') }}.{% if r.reordered %} This differs from the order of
+the config's list: steps that remove records run first, then split, then decontaminate, and the steps that sample
+the training set run last (# is the step's place in the list).{% endif %}</p>
+<table><tr><th class="n">#</th><th>step</th><th>category</th><th class="n">in</th><th class="n">kept</th>
+<th class="n">dropped</th><th>reasons</th><th>changed</th><th class="n">seconds</th></tr>
+{% for s in r.steps %}<tr><td class="n">{{ s.position or '' }}</td>
+<td>{{ s.name }}{% if not s.enabled %} (off){% endif %}</td><td>{{ s.category }}</td>
+<td class="n">{{ s.n_in }}</td><td class="n">{{ s.kept }}</td><td class="n">{{ s.dropped.values()|sum }}</td>
 <td>{% for k, v in s.dropped.items() %}{{ k }}: {{ v }}<br>{% endfor %}</td>
+<td>{{ s.changed }}{% for k, v in s.changes.items() %}<br>{{ k }}: {{ v }}{% endfor %}</td>
 <td class="n">{{ '%.1f'|format(s.seconds) }}</td></tr>{% endfor %}
 </table>
 {% if r.plots.class_balance %}<h2>Class balance</h2>

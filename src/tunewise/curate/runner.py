@@ -11,11 +11,12 @@ from rich.markup import escape
 
 from tunewise.config import Config, DataConfig
 from tunewise.curate.base import Context
-from tunewise.curate.pipeline import CurationResult, run_steps, write_splits
+from tunewise.curate.pipeline import CurationResult, plan_steps, run_steps, write_splits
 from tunewise.curate.report import build_report, write_report
 from tunewise.data.files import display_path
+from tunewise.data.readers import brief, known_labels
 from tunewise.data.records import Record, Reject
-from tunewise.data.splits import check_data_paths, load_file
+from tunewise.data.splits import SKIP_HINT, check_data_paths, load_file
 from tunewise.errors import ConfigError, DataError, RenderError
 
 
@@ -34,10 +35,12 @@ def curate(config: Config, console: Console, for_run: bool = False) -> CurateOut
     if config.curate is None:
         raise ConfigError("the config has no curate: section; add one (see configs/ and examples/)")
     cfg = config.curate
+    plan_steps(cfg.steps)  # a config the steps cannot run fails before anything is read
     # Curation accounts for bad rows instead of stopping on the first one.
     data = config.data.model_copy(update={"on_error": "skip"})
     check_data_paths(data)  # every path, before anything is read or written
     records, read_rejects, total = load_file(data.train, data)
+    labels = config.data.labels or sorted({r.label for r in records if r.label is not None})
     reference: list[Record] = []
     passthrough_rejects: list[Reject] = []
     given_counts: dict[str, tuple[int, int]] = {}  # split -> (records read, records kept)
@@ -45,6 +48,9 @@ def curate(config: Config, console: Console, for_run: bool = False) -> CurateOut
         path = getattr(data, split)
         if path is not None:
             given, bad, read = load_file(path, data)
+            # Before any step runs, with the user's on_error: an eval file is what the fine-tune is measured
+            # against, so a label it does not know is the user's file to fix, reported against that file.
+            given = check_eval_labels(given, labels, config.data, bad)
             reference += [replace(r, split=split) for r in given]
             passthrough_rejects += bad
             given_counts[split] = (read, len(given))
@@ -71,6 +77,29 @@ def curate(config: Config, console: Console, for_run: bool = False) -> CurateOut
     for problem in problems:
         console.print(f"[yellow]warning: {escape(str(problem))}[/]")
     return CurateOutcome(splits, report_json, report_html, result)
+
+
+def check_eval_labels(
+    records: list[Record], labels: list[str], data: DataConfig, rejects: list[Reject]
+) -> list[Record]:
+    """The given val/test records whose label is one of `labels` (data.labels, else the training file's).
+    Any other is a DataError naming the user's file, line and label column with `data.on_error: raise`,
+    else a reject (stage "labels") appended to `rejects`."""
+    if data.kind != "classification" or not labels:  # no training labels: the empty training file is the error
+        return records
+    allowed, column = set(labels), data.fields.get("label", "label")
+    known = known_labels(labels) + ("" if data.labels else ", from the training file")
+    kept = []
+    for record in records:
+        if record.label in allowed:
+            kept.append(record)
+            continue
+        reason = f"unknown label {brief(record.label)} (known: {known})"
+        if data.on_error == "raise":
+            raise DataError(record.source, record.line, column, reason, SKIP_HINT)
+        category = "label:unknown_label"
+        rejects.append(Reject(record.source, record.line, column, reason, "labels", record.to_row(), category))
+    return kept
 
 
 def _unusable(
@@ -147,12 +176,13 @@ def _print_summary(console: Console, report: dict, splits: dict[str, Path], html
     from rich.table import Table
 
     table = Table(title="Curation")
-    for column in ("step", "in", "kept", "dropped", "reasons"):
-        table.add_column(column, justify="right" if column in {"in", "kept", "dropped"} else "left")
+    for column in ("step", "in", "kept", "dropped", "changed", "reasons"):
+        table.add_column(column, justify="left" if column in {"step", "reasons"} else "right")
     for step in report["steps"]:
-        reasons = ", ".join(f"{k} {v}" for k, v in step["dropped"].items()) if step["enabled"] else "(off)"
         dropped = str(sum(step["dropped"].values()))
-        table.add_row(escape(str(step["name"])), str(step["n_in"]), str(step["kept"]), dropped, escape(reasons))
+        changed = str(step["changed"]) if step["enabled"] else ""
+        cells = (str(step["n_in"]), str(step["kept"]), dropped, changed)
+        table.add_row(escape(str(step["name"])), *cells, escape(_reasons(step)))
     console.print(table)
     counts = report["totals"]
     console.print(
@@ -163,3 +193,12 @@ def _print_summary(console: Console, report: dict, splits: dict[str, Path], html
         console.print(f"[yellow]advice: {escape(advice)}[/]")  # names labels: user data
     console.print(f"curated splits: {escape(', '.join(str(p) for p in splits.values()))}")
     console.print(f"report: {escape(str(html))}")
+
+
+def _reasons(step: dict) -> str:
+    """Drop reasons and kinds of change of one step, with their counts."""
+    if not step["enabled"]:
+        return "(off)"
+    dropped = ", ".join(f"{k} {v}" for k, v in step["dropped"].items())
+    changed = ", ".join(f"{k} {v}" for k, v in step["changes"].items())
+    return "; ".join(filter(None, (dropped, changed and f"changed: {changed}")))

@@ -7,8 +7,7 @@ import re
 import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
 
 from tunewise.curate.base import Context, Verdict, drop, keep
 from tunewise.curate.settings import (
@@ -19,8 +18,9 @@ from tunewise.curate.settings import (
     QualityStep,
     ValidateStep,
 )
+from tunewise.data.normalize import TextNormalization
 from tunewise.data.readers import brief, known_labels
-from tunewise.data.records import ANSWER_FIELDS, TEXT_FIELDS, Record
+from tunewise.data.records import Record
 from tunewise.errors import ConfigError
 
 
@@ -53,6 +53,9 @@ class Validate:
 
 @dataclass
 class Normalize:
+    """Repairs the text (TextNormalization: the same function evaluation and prediction inputs go through)
+    and sets what the dedup key leaves out; each changed record carries the kinds of change, for counting."""
+
     settings: NormalizeStep
     name: str = "normalize"
 
@@ -61,50 +64,9 @@ class Normalize:
         if not self.settings.apply_to_text:
             yield from map(keep, records)
             return
-        fix = self._fixer()
-        changed = 0
+        normalization = TextNormalization.of(self.settings)
         for record in records:
-            new = map_text(record, fix, answers=self.settings.answers)
-            changed += new is not record
-            yield keep(new)
-        ctx.notes["normalize_changed"] = changed
-
-    def _fixer(self) -> Callable[[str], str]:
-        import ftfy
-
-        s = self.settings
-
-        def fix(text: str) -> str:
-            if s.fix_mojibake:
-                text = ftfy.fix_text(text, uncurl_quotes=False)  # repair mojibake, leave style alone
-            if s.nfc:
-                text = unicodedata.normalize("NFC", text)
-            if s.whitespace:
-                text = "\n".join(_tidy_line(line) for line in text.strip("\n").splitlines())
-            return text
-
-        return fix
-
-
-def _tidy_line(line: str) -> str:
-    """Collapse runs of spaces inside a line; keep its indentation (code, lists) and drop trailing space."""
-    body = line.lstrip(" \t")
-    return line[: len(line) - len(body)] + " ".join(body.split())
-
-
-def map_text(record: Record, fn: Callable[[str], str], answers: bool = True) -> Record:
-    """The record with `fn` applied to its text fields (answers too if asked); the same object if unchanged."""
-    fields: dict[str, Any] = dict(record.fields)
-    if record.kind == "chat":
-        fields["messages"] = [
-            {**m, "content": fn(m["content"]) if answers or m["role"] != "assistant" else m["content"]}
-            for m in record.fields["messages"]
-        ]
-    else:
-        for name in TEXT_FIELDS[record.kind]:
-            if isinstance(fields.get(name), str) and (answers or name != ANSWER_FIELDS.get(record.kind)):
-                fields[name] = fn(fields[name])
-    return record if fields == dict(record.fields) else replace(record, fields=fields)
+            yield keep(*normalization.apply_counted(record))
 
 
 @dataclass
