@@ -1,10 +1,12 @@
 """`tunewise ablate`: what the data is worth, on the same (curated, decontaminated) test split with bootstrap
-CIs: a learning curve over nested fractions of the curated training set, and curated vs a random raw sample.
+CIs: a learning curve over nested fractions of the curated training set, and curated vs raw samples.
 
 Budget: no arm stops early (`train.patience: 0`: early stopping would give arms different budgets by chance).
 Learning-curve arms keep the epochs rule, so smaller sets get proportionally fewer steps (a fixed
 `train.max_steps` is scaled by the fraction). The full-data arm (fraction 1.0, always run) is the curated arm
-of curated vs raw; the raw arm, of the same size, gets `train.max_steps` = the steps the full arm planned.
+of curated vs raw; the raw arms ("raw": the raw corpus's class mix; "raw-balanced": the curated training set's
+label counts), decontaminated by the curated arm's rule and of the same size (see raw_arms.py), get
+`train.max_steps` = the steps the full arm planned. Comparing the three tells balancing from cleaning.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import copy
 import json
 import math
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +26,12 @@ from tunewise import pipeline
 from tunewise.config import Config, validate_config
 from tunewise.data.jsonl import write_jsonl
 from tunewise.data.records import Record
-from tunewise.data.splits import load_file, load_splits
+from tunewise.data.splits import DataSplits, load_splits
 from tunewise.errors import ConfigError
-from tunewise.evaluate.stats import Difference
+from tunewise.evaluate.stats import Difference, format_p
 from tunewise.evaluate.tasks import EvalTask, task_for
 from tunewise.experiments import curated_once, experiment_name, metric_ci
+from tunewise.experiments.raw_arms import RawDraws, draw_json, draw_raw_arms, label_counts, report_lines
 
 
 def ablate(config: Config, config_path: Path, console: Console) -> Path:
@@ -46,6 +50,7 @@ def ablate(config: Config, config_path: Path, console: Console) -> Path:
     # Every arm reads these val/test files, so none re-splits its own (smaller) training file.
     fixed = {split: _write(out / "data" / f"{split}.jsonl", getattr(splits, split)) for split in ("val", "test")}
     template = _arm_template(curated, splits.labels, fixed, out / "runs")
+    draws = draw_raw_arms(raw_source, config, splits, seed) if raw_source is not None else None
 
     def run_arm(label: str, train: list[Record], eval_base: bool, max_steps: int, **data: Any) -> dict[str, Any]:
         raw = copy.deepcopy(template)
@@ -70,18 +75,13 @@ def ablate(config: Config, config_path: Path, console: Console) -> Path:
         arm["vs_full"] = diff.to_json() if diff else None
 
     comparison = None
-    if raw_source is not None:
-        evaluated = [*splits.val, *splits.test]
-        sample, counts = raw_sample(raw_source, config, splits.labels, evaluated, len(splits.train), seed)
-        if not sample:
-            raise ConfigError(
-                f"{raw_source}: no usable raw records (rejected, unknown label, or in val/test): {counts}"
-            )
-        if len(sample) < len(splits.train):
-            console.print(f"[yellow]raw sample: only {len(sample)} usable raw records for {len(splits.train)}[/]")
-        # Raw records over max_length are skipped (curation would have dropped them) instead of stopping the run.
-        raw_arm = run_arm("raw", sample, False, full["planned_steps"], on_error="skip")
-        comparison = {**_curated_vs_raw(task, full, raw_arm, metric, seed), "raw_source": str(raw_source), **counts}
+    if draws is not None:
+
+        def run_raw(label: str, train: list[Record]) -> dict[str, Any]:
+            # Raw records over max_length are skipped (curation would have dropped them) instead of stopping.
+            return run_arm(label, train, False, full["planned_steps"], on_error="skip")
+
+        comparison = {"raw_source": str(raw_source), **_versus_raw(draws, splits, task, full, run_raw, seed)}
 
     payload = {
         "name": name,
@@ -119,32 +119,6 @@ def nested_subsets(records: list[Record], fractions: list[float], seed: int) -> 
     order = list(records)
     random.Random(seed).shuffle(order)
     return {f: order[: max(1, round(f * len(order)))] for f in sorted(fractions)}
-
-
-def raw_sample(
-    path: Path, config: Config, labels: list[str], eval_records: list[Record], size: int, seed: int
-) -> tuple[list[Record], dict[str, int]]:
-    """`size` seeded random raw records that the readers accept, with a known label, and whose text is
-    no val/test text (casefolded, whitespace collapsed): both arms are then scored on a clean test set."""
-    data = config.data.model_copy(update={"train": path, "on_error": "skip"})  # raw columns, as curation reads
-    records, rejected, _ = load_file(path, data)
-    allowed = set(labels)
-    known = [r for r in records if not allowed or r.label in allowed]
-    eval_texts = {normalized_text(r) for r in eval_records}
-    usable = [r for r in known if normalized_text(r) not in eval_texts]
-    sample = random.Random(seed).sample(usable, min(size, len(usable)))
-    counts = {
-        "n_raw_rejected": len(rejected),
-        "n_raw_unknown_label": len(records) - len(known),
-        "n_raw_in_eval": len(known) - len(usable),
-        "n_raw_usable": len(usable),
-        "n_raw_sample": len(sample),
-    }
-    return sample, counts
-
-
-def normalized_text(record: Record) -> str:
-    return " ".join(record.text.casefold().split())
 
 
 def _write(path: Path, records: list[Record]) -> Path:
@@ -207,24 +181,78 @@ def _last_step(task: EvalTask, arms: list[dict[str, Any]], metric: str, seed: in
     return {"from": smaller["fraction"], "to": larger["fraction"], **diff.to_json(), "verdict": verdict, "text": text}
 
 
-def _curated_vs_raw(
-    task: EvalTask, curated: dict[str, Any], raw: dict[str, Any], metric: str, seed: int
+def _versus_raw(
+    draws: RawDraws,
+    splits: DataSplits,
+    task: EvalTask,
+    curated: dict[str, Any],
+    run_raw: Callable[[str, list[Record]], dict[str, Any]],
+    seed: int,
 ) -> dict[str, Any]:
+    """Curated vs the raw arms, all trained for the same steps and scored on the same test records."""
+    kind = draws.kind
+    raw = run_raw("raw", draws.raw.records) | draw_json(draws.raw, kind)
+    balanced = None
+    if draws.balanced is not None:
+        balanced = run_raw("raw-balanced", draws.balanced.records) | draw_json(draws.balanced, kind)
+    if kind == "classification":
+        curated = {**curated, "label_counts": label_counts(splits.train)}
+    metric = task.primary_metric
+    for arm in filter(None, (raw, balanced)):  # arm - curated 100%, the table's last column
+        vs_full = task.compare(curated["_predictions"], arm["_predictions"], seed=seed).get(metric)
+        arm["vs_full"] = vs_full.to_json() if vs_full else None
     differences = task.compare(raw["_predictions"], curated["_predictions"], seed=seed)  # curated - raw
     diff = differences.get(metric)
     verdict = _verdict(diff, RAW_VERDICTS) if diff else None
     text = f"curated {curated['metric']:.4f} vs raw {raw['metric']:.4f} {metric}; no per-example scores for a CI"
     if diff and verdict:
-        text = f"{RAW_VERDICTS[verdict]}: {metric} {_interval_text(diff, 4)}, p={diff.p_value:.3f}"
+        text = f"{RAW_VERDICTS[verdict]}: {metric} {_interval_text(diff, 4)}, {format_p(diff.p_value, diff.resamples)}"
     return {
         "max_steps": raw["planned_steps"],
         "curated": _public(curated),
         "raw": _public(raw),
+        "raw_balanced": _public(balanced) if balanced else None,
+        "raw_balanced_note": draws.balanced_note,
         "difference": diff.to_json() if diff else None,
         "differences": {name: d.to_json() for name, d in differences.items()},
         "verdict": verdict,
         "text": text,
+        "attribution": attribution(task, curated, raw, balanced, seed) if balanced else None,
+        **draws.pool.counts,
+        "n_raw_sample": len(draws.raw.records),
+        "decontamination": draws.pool.rule.to_json(),
+        "curated_leakage": draws.curated_leakage,
     }
+
+
+# What each step of curated vs raw isolates: balancing = raw · balanced - raw, cleaning = curated - raw · balanced.
+ATTRIBUTION_STEPS = {"balancing": "raw · balanced − raw", "cleaning": "curated − raw · balanced"}
+
+
+def attribution(
+    task: EvalTask, curated: dict[str, Any], raw: dict[str, Any], balanced: dict[str, Any], seed: int
+) -> dict[str, Any] | None:
+    """Which part of curation made the difference: the class mix alone (raw -> raw · balanced, same raw
+    quality), or everything else curation did (raw · balanced -> curated, same class mix)."""
+    metric = task.primary_metric
+    found = {
+        "balancing": task.compare(raw["_predictions"], balanced["_predictions"], seed=seed).get(metric),
+        "cleaning": task.compare(balanced["_predictions"], curated["_predictions"], seed=seed).get(metric),
+    }
+    effects = {name: d for name, d in found.items() if d is not None}
+    if len(effects) < len(found):  # no per-example scores to pair
+        return None
+    moved = {name: d for name, d in effects.items() if d.significant}
+    verdict = "both" if len(moved) == 2 else next(iter(moved), "neither")
+    said = [f"{name} {'helped' if d.delta > 0 else 'hurt'}" for name, d in moved.items()]
+    summary = " and ".join(said) or "neither balancing nor cleaning made a significant difference"
+    if verdict in effects:  # one of the two
+        summary += f"; {next(name for name in effects if name not in moved)} made no significant difference"
+    details = "; ".join(
+        f"{name} ({ATTRIBUTION_STEPS[name]}) {metric} {_interval_text(d, 4)}, {format_p(d.p_value, d.resamples)}"
+        for name, d in effects.items()
+    )
+    return {**{name: d.to_json() for name, d in effects.items()}, "verdict": verdict, "text": f"{summary}: {details}"}
 
 
 def _verdict(diff: Difference, verdicts: dict[str, str]) -> str:
@@ -249,10 +277,13 @@ def _plot(payload: dict[str, Any], path: Path) -> None:
     x = [arm["n_train"] for arm in curve]
     ax.errorbar(x, [a["metric"] for a in curve], yerr=_yerr(curve), marker="o", capsize=3, label="curated subsets")
     ax.axhline(payload["base"]["metric"], linestyle="--", color="gray", label="base model")
-    raw = (payload["curated_vs_raw"] or {}).get("raw")
-    if raw:  # nudged right: it usually has the full arm's size and would hide behind it
-        raw_x = [raw["n_train"] * 1.04]
-        ax.errorbar(raw_x, [raw["metric"]], yerr=_yerr([raw]), marker="x", capsize=3, label="raw sample (same size)")
+    comparison = payload["curated_vs_raw"] or {}
+    for key, nudge, marker, label in (("raw", 1.04, "x", "raw sample"), ("raw_balanced", 1.08, "+", "raw · balanced")):
+        if arm := comparison.get(key):  # nudged right: same size as the full arm, which would hide it
+            x_arm = [arm["n_train"] * nudge]
+            ax.errorbar(
+                x_arm, [arm["metric"]], yerr=_yerr([arm]), marker=marker, capsize=3, label=f"{label} (same size)"
+            )
     if len(set(x)) > 1:
         ax.set_xscale("log")
     ax.set_xticks(x, [str(n) for n in x])
@@ -283,6 +314,8 @@ def _print(console: Console, payload: dict[str, Any]) -> None:
     rows = [(f"curated {arm['fraction']:.0%}", arm) for arm in payload["learning_curve"]]
     if comparison:
         rows.append(("raw sample", comparison["raw"]))
+        if comparison["raw_balanced"]:
+            rows.append(("raw · balanced", comparison["raw_balanced"]))
     for label, arm in rows:
         vs = arm.get("vs_full")
         delta = f"{vs['delta']:+.4f} [{vs['ci_low']:+.4f}, {vs['ci_high']:+.4f}]" if vs else ""
@@ -291,7 +324,16 @@ def _print(console: Console, payload: dict[str, Any]) -> None:
     if payload["last_step"]:
         console.print(f"learning curve: {payload['last_step']['text']}")
     if comparison:
-        console.print(f"curated vs raw ({comparison['max_steps']} steps each): {comparison['text']}")
+        _print_versus_raw(console, comparison)
+
+
+def _print_versus_raw(console: Console, comparison: dict[str, Any]) -> None:
+    for line in report_lines(comparison):
+        console.print(line)
+    steps = comparison["max_steps"]
+    console.print(f"curated vs raw ({steps} steps each): {comparison['text']}")
+    if comparison["attribution"]:
+        console.print(f"balancing vs cleaning ({steps} steps each): {comparison['attribution']['text']}")
 
 
 def _interval(entry: dict[str, Any]) -> str:
