@@ -150,7 +150,7 @@ def test_summarization_and_qa_tasks_score_generated_text(write_config, tmp_path:
         assert report["task"] == task and report["primary_metric"] == metric
         assert 0 <= report["models"]["fine-tuned"][metric] <= 1
         first = json.loads((run / "predictions.jsonl").read_text().splitlines()[0])
-        assert {"reference", "prediction", metric} <= set(first)
+        assert {"reference", "pred", metric} <= set(first)
 
 
 def test_predict_writes_one_output_per_input_row(write_config, tmp_path: Path, tiny_data):
@@ -164,7 +164,7 @@ def test_predict_writes_one_output_per_input_row(write_config, tmp_path: Path, t
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (tmp_path / "inputs.predictions.jsonl").read_text().splitlines()]
     assert [r["text"] for r in rows] == ["the ride was great", "awful trip"]
-    assert all(r["prediction"] in labels["labels"] and set(r["logprobs"]) == set(labels["labels"]) for r in rows)
+    assert all(r["pred"] in labels["labels"] and set(r["logprobs"]) == set(labels["labels"]) for r in rows)
     assert "1 of 3 input rows rejected" in result.output
 
     prompts = tmp_path / "prompts.jsonl"
@@ -175,7 +175,7 @@ def test_predict_writes_one_output_per_input_row(write_config, tmp_path: Path, t
     result = _invoke("predict", gen_config, "--input", prompts, "--output", tmp_path / "out.jsonl")
     assert result.exit_code == 0, result.output
     (row,) = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
-    assert row["prompt"] == "the car was" and isinstance(row["prediction"], str)
+    assert row["prompt"] == "the car was" and isinstance(row["pred"], str)
 
 
 def test_prompt_variants_make_a_model_by_prompt_matrix_with_cis(write_config, tmp_path: Path):
@@ -275,3 +275,31 @@ def test_train_path_switches_give_the_plain_losses(write_config, tmp_path: Path)
     assert len(losses["plain"]) >= 3
     for name, got in losses.items():
         assert max(abs(a - b) for a, b in zip(losses["plain"], got, strict=True)) < 1e-4, (name, got, losses["plain"])
+
+
+def _data_summary(config: Path, with_config: bool) -> str:
+    from rich.console import Console
+
+    from tunewise.data.splits import load_splits
+    from tunewise.report import print_data_summary
+
+    data = load_config(config).data
+    console = Console(record=True, width=300)
+    print_data_summary(console, load_splits(data, seed=0), "rejects.jsonl", data if with_config else None)
+    return console.export_text().splitlines()[0]
+
+
+def test_data_summary_shows_the_records_used_and_the_file_count_when_a_cap_left_some_out(write_config):
+    # the val file has 24 rows; the training and test files are used whole. Told from the counts alone, as
+    # for a caller that does not pass the config.
+    line = _data_summary(write_config(data={"max_val_examples": 5}), with_config=False)
+    assert line == "data: train 96, val 5 of 24 (data.max_val_examples), test 30; rejected: 0"
+
+
+def test_data_summary_names_a_training_cap_beside_the_splits_taken_from_the_training_file(write_config, tiny_data):
+    with tiny_data["train"].open("a") as fh:
+        fh.write("not json\n")
+    config = write_config(data={"val": None, "test": None, "max_train_examples": 20, "on_error": "skip"})
+    line = _data_summary(config, with_config=True)
+    assert line.startswith("data: train 20 of 97 (1 rejected; val, test split off; data.max_train_examples), val ")
+    assert line.count("(split off train)") == 2 and line.endswith("; rejected: 1")

@@ -1,6 +1,7 @@
 import pytest
 
 from tunewise.evaluate.metrics import classification_metrics, perplexity_metrics
+from tunewise.evaluate.stats import format_p, format_p_value, mean_difference, p_floor, p_floor_note
 from tunewise.train.callbacks import diverging
 
 
@@ -37,3 +38,16 @@ def test_divergence_needs_val_up_and_train_down_for_the_whole_window():
     assert not diverging(both_down, 3)
     blip = [(1, 1.0, 0.50), (2, 0.9, 0.55), (3, 0.8, 0.52), (4, 0.7, 0.65)]
     assert not diverging(blip, 3)
+
+
+def test_a_p_at_the_bootstrap_floor_shows_as_at_most_the_floor():
+    always_better = mean_difference([0.0] * 50, [1.0] * 50)  # no resample comes near: the smallest p possible
+    assert always_better.p_value == p_floor(1000) == 1 / 1001
+    assert format_p(always_better.p_value, 1000) == "p ≤ 0.001"  # not "p<0.001" nor "p=0.001"
+    assert format_p_value(always_better.p_value, 1000) == "≤ 0.001"
+    assert format_p(2 / 1001, 1000) == "p = 0.002"  # one resample above the floor is a plain value
+    assert format_p(0.12, 1000) == "p = 0.120"
+    # the bound is the floor rounded up, so it stays true; the decimals follow the resample count
+    assert format_p(1 / 201, 200) == "p ≤ 0.005"
+    assert format_p(1 / 10_001, 10_000) == "p ≤ 0.0001" and format_p(3 / 10_001, 10_000) == "p = 0.0003"
+    assert "1/1,001" in p_floor_note(1000) and "p ≤ 0.001" in p_floor_note(1000)

@@ -26,11 +26,15 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from rich.console import Console
 
 from test_e2e import _invoke, _only_run
 from tunewise.errors import TunewiseError
+from tunewise.evaluate.stats import Difference, p_floor_note
+from tunewise.report import print_comparison, print_matrix
 from tunewise.track import plots
 from tunewise.track.html import render_report
+from tunewise.track.views import show_run
 
 
 class Page(HTMLParser):
@@ -184,6 +188,51 @@ def test_fake_run_page_shows_curation_matrix_cells_and_escapes_names(tmp_path: P
     assert page.tables["curation"][1] == ["exact_dedup", "500", "300", "200", "dedup:exact: 200"]
     summary = dict(page.tables["summary"])
     assert summary["curated sizes"] == "train 80, val 20, test 20" and summary["stopped early"] == "yes"
+
+
+def test_console_and_html_report_give_one_p_string(tmp_path: Path):
+    """The same p reads the same in the console tables, `runs show` and the HTML report; at the bootstrap's
+    floor (1/1001 with 1,000 resamples) it is "p ≤ 0.001", explained in a footnote."""
+    run = write_fake_run(tmp_path / "runs" / "fake", tmp_path)
+    floor = {"delta": 0.25, "ci_low": 0.05, "ci_high": 0.45, "p_value": 1 / 1001, "significant": True}
+    floor |= {"n": 20, "resamples": 1000}
+    plain = {**floor, "p_value": 0.12, "significant": False}
+    evaluation = json.loads((run / "eval.json").read_text())
+    evaluation["differences"] = {"macro_f1": floor, "accuracy": plain}
+    (run / "eval.json").write_text(json.dumps(evaluation))
+    script_cell = "fine-tuned · <script>alert(1)</script>"
+    matrix = json.loads((run / "eval_matrix.json").read_text())
+    matrix["cells"][script_cell]["vs_reference"] = floor
+    (run / "eval_matrix.json").write_text(json.dumps(matrix))
+
+    text = render_report([run]).read_text(encoding="utf-8")
+    page = Page(text)
+    html_statements = {row[0]: row[-1].rsplit(", ", 1)[-1] for row in page.tables["eval-metrics"][1:] if row[-1]}
+    html_cells = {row[0]: row[4] for row in page.tables["eval-cells"][1:] if len(row) > 4}
+    assert html_statements == {"macro_f1": "p ≤ 0.001", "accuracy": "p = 0.120"}
+    assert html_cells == {"fine-tuned": "≤ 0.001", script_cell: "≤ 0.001"}
+    footnote = re.search(r'<p class="muted" id="p-note">(.*?)</p>', text, re.S).group(1)
+    assert " ".join(html.unescape(footnote).split()) == p_floor_note(1000)
+
+    console = Console(record=True, width=250)
+    differences = {
+        name: Difference(d["delta"], d["ci_low"], d["ci_high"], d["p_value"], 20, 1000)
+        for name, d in (("macro_f1", floor), ("accuracy", plain))
+    }
+    models = {name: evaluation["models"][name] for name in ("base", "fine-tuned")}
+    print_comparison(console, models, "macro_f1", differences)
+    matrix_cells = {script_cell: {"macro_f1": 0.7, "vs_reference": floor}, "base": {"macro_f1": 0.5}}
+    print_matrix(console, {"reference": "base", "cells": matrix_cells}, "macro_f1")
+    show_run(console, run)
+    printed = console.export_text()
+    comparison = {line.split()[1]: line for line in printed.splitlines() if line.startswith("│ ") and "[" in line}
+    assert comparison["macro_f1"].rstrip(" │").endswith("p ≤ 0.001")
+    assert comparison["accuracy"].rstrip(" │").endswith("p = 0.120")
+    matrix_row = next(line for line in printed.splitlines() if "<script>" in line)
+    assert matrix_row.rstrip(" │").endswith("│ ≤ 0.001")
+    assert "95% CI [+0.0500, +0.4500], p ≤ 0.001" in printed  # runs show
+    assert "p<" not in printed and "p=" not in printed
+    assert p_floor_note(1000) in " ".join(printed.split())
 
 
 def test_crashed_run_with_a_partial_last_metrics_line_still_renders(tmp_path: Path):

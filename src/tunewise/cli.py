@@ -117,15 +117,21 @@ def predict_command(
     input: Annotated[Path, typer.Option("--input", help="JSONL/CSV/Parquet rows of data.kind; answers may be absent")],
     overrides: OverridesArg = None,
     adapter: Annotated[Path | None, typer.Option(help="LoRA adapter directory; the base model without it")] = None,
-    output: Annotated[Path | None, typer.Option(help="JSONL to write (default: <input>.predictions.jsonl)")] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            help="JSONL to write (default: <input stem>.predictions.jsonl beside the input, e.g. "
+            "new.jsonl -> new.predictions.jsonl); rejected rows go to <output stem>.rejects.jsonl"
+        ),
+    ] = None,
 ) -> None:
-    """Write the model's outputs for an input file as JSONL: labels with log-probs, or generated text."""
+    """Write each input row with the model's prediction as JSONL, in the field `pred`: a label (with every
+    label's log-probability in `logprobs`) or the generated text."""
     with _user_errors():
         from tunewise.config import load_config
         from tunewise.evaluate.predict import predict
 
-        target = output or input.with_name(input.stem + ".predictions.jsonl")
-        predict(load_config(config, overrides), input, target, adapter, console)
+        predict(load_config(config, overrides), input, output, adapter, console)
 
 
 @app.command("curate")

@@ -23,6 +23,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from tunewise.config import greater_is_better
 from tunewise.errors import TunewiseError
+from tunewise.evaluate.stats import format_p, format_p_value, p_floor_note, stored_resamples
 from tunewise.track import plots
 from tunewise.track.report_templates import TEMPLATES
 from tunewise.track.safeio import writing
@@ -143,12 +144,18 @@ def task_metric_keys(metrics: list[dict[str, Any]]) -> list[str]:
 
 
 def find_curation_report(run_path: Path, config: dict[str, Any]) -> Path | None:
-    """curation_report.json beside the training file. Relative paths in a run's config.yaml are relative
-    to the directory `tunewise run` ran in, which is output.dir's parent as seen from the run dir."""
+    """curation_report.json in curate.output (a run that curated), else beside the training file (a run on
+    curated files). Relative paths in a run's config.yaml are relative to the directory `tunewise run` ran in,
+    which is output.dir's parent as seen from the run dir."""
+    curate = config.get("curate") if isinstance(config.get("curate"), dict) else {}
+    output = curate.get("output")
     train = (config.get("data") or {}).get("train")
-    if not isinstance(train, str) or not train:
+    if isinstance(output, str) and output:
+        path = Path(output) / "curation_report.json"
+    elif isinstance(train, str) and train:
+        path = Path(train)
+    else:
         return None
-    path = Path(train)
     bases = [Path.cwd(), run_path]
     out_dir = Path(str((config.get("output") or {}).get("dir") or "runs"))
     if not out_dir.is_absolute() and ".." not in out_dir.parts:
@@ -185,14 +192,16 @@ def render_run(run: Run, out: Path) -> Path:
         if matrix is not None:  # n labels, n rows of n numbers; another shape is not drawn
             png = plots.confusion_plot(matrix["labels"], matrix["rows_gold_cols_pred"], cell)
             confusions.append(_figure(out, f"confusion-{_slug(cell)}", png, f"confusion matrix, {cell}"))
+    cells, rows = eval_cells(run), metric_rows(run)
     context = {
         "run": run,
         "summary": run_summary(run),
         "notes": run_notes(run, train, val),
         "figures": figures,
         "confusions": confusions,
-        "cells": eval_cells(run),
-        "metric_rows": metric_rows(run),
+        "cells": cells,
+        "metric_rows": rows,
+        "p_note": p_note(cells, rows),
         "curation": run.curation,
         "curation_path": run.curation_path,
     }
@@ -272,6 +281,14 @@ def eval_cells(run: Run) -> list[dict[str, Any]]:
             diff = {"delta": value - base_value}  # an eval.json from before bootstrap CIs: the bare difference
         cells.append({"cell": cell, "value": value, "n": metrics.get("n"), "diff": diff, "is_ref": cell == reference})
     return cells
+
+
+def p_note(cells: list[dict[str, Any]], rows: dict[str, Any]) -> str | None:
+    """The footnote on what p means and its floor, for the resample count of the page's first p; None when
+    the page shows no p."""
+    diffs = [c["diff"] for c in cells if c["diff"]] + [r["diff"] for r in rows["rows"] if isinstance(r["diff"], dict)]
+    shown = [d for d in diffs if finite_number(d.get("p_value"))]
+    return p_floor_note(stored_resamples(shown[0].get("resamples"))) if shown else None
 
 
 def metric_rows(run: Run) -> dict[str, Any]:
@@ -408,7 +425,8 @@ def _write(out: Path, template: str, context: dict[str, Any]) -> Path:
 
 def _env() -> ImmutableSandboxedEnvironment:
     env = ImmutableSandboxedEnvironment(loader=DictLoader(TEMPLATES), autoescape=True)
-    env.filters.update(fmt=_fmt, signed=_signed, pvalue=_pvalue, param=_param, seconds=_seconds)
+    env.filters.update(fmt=_fmt, signed=_signed, pvalue=_pvalue, p_statement=_p_statement)
+    env.filters.update(param=_param, seconds=_seconds)
     return env
 
 
@@ -437,10 +455,18 @@ def _signed(value: Any) -> str:
     return f"{value:+.4f}" if finite_number(value) else _fmt(value) if _number(value) else "—"
 
 
-def _pvalue(value: Any) -> str:
+def _pvalue(value: Any, resamples: Any = None) -> str:
+    """A p column's cell, as the console's tables show it (`format_p_value`)."""
     if not finite_number(value):
         return _fmt(value) if _number(value) else "—"
-    return "<0.001" if value < 0.001 else f"{value:.3f}"
+    return format_p_value(value, stored_resamples(resamples))
+
+
+def _p_statement(value: Any, resamples: Any = None) -> str:
+    """`p = 0.012` or `p ≤ 0.001`, as the console prints it (`format_p`)."""
+    if not finite_number(value):
+        return f"p = {_pvalue(value)}"
+    return format_p(value, stored_resamples(resamples))
 
 
 def _thousands(value: Any) -> str:

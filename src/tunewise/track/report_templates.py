@@ -39,7 +39,7 @@ loss rising between evaluations while training loss falls (overfitting).</p>
 {% if c.is_ref %}<td class="n muted" colspan="3">reference</td>{% elif c.diff %}{% set sig = c.diff.significant %}
 <td class="n{% if sig %} sig{% endif %}">{{ c.diff.delta|signed }}{% if sig %} *{% endif %}</td><td class="n">
 {% if c.diff.ci_low is defined %}[{{ c.diff.ci_low|signed }}, {{ c.diff.ci_high|signed }}]{% else %}—{% endif %}</td>
-<td class="n">{{ c.diff.p_value|pvalue }}</td>{% else %}<td class="n" colspan="3">—</td>{% endif %}
+<td class="n">{{ c.diff.p_value|pvalue(c.diff.resamples) }}</td>{% else %}<td class="n" colspan="3">—</td>{% endif %}
 <td class="n">{{ c.n|fmt }}</td></tr>{% endfor %}</table>
 {% if cells|selectattr("diff")|rejectattr("diff.ci_low", "defined")|list %}<p class="muted">Δ without a CI: this
 eval.json has no bootstrap comparison for that cell.</p>{% endif %}
@@ -50,9 +50,10 @@ eval.json has no bootstrap comparison for that cell.</p>{% endif %}
 <td class="n">{{ r["values"].get(c)|fmt }}</td>{% endfor %}{% if metric_rows.has_diff %}{% if r.diff %}
 {% set sig = r.diff.significant %}<td class="n{% if sig %} sig{% endif %}">{{ r.diff.delta|signed }}
 {%- if sig %} *{% endif %}</td>
-{% set p = r.diff.p_value|pvalue %}<td class="n ci">[{{ r.diff.ci_low|signed }}, {{ r.diff.ci_high|signed }}],
-p{{ p if p.startswith("<") else "=" ~ p }}</td>
+<td class="n ci">[{{ r.diff.ci_low|signed }}, {{ r.diff.ci_high|signed }}],
+{{ r.diff.p_value|p_statement(r.diff.resamples) }}</td>
 {% else %}<td></td><td></td>{% endif %}{% endif %}</tr>{% endfor %}</table>{% endif %}
+{% if p_note %}<p class="muted" id="p-note">{{ p_note }}</p>{% endif %}
 {% if confusions %}<h3>Confusion matrices</h3><p class="muted">Rows: gold label; columns: prediction; colour: share
 of the gold row.</p><div class="grid">{% for f in confusions %}
 <img alt="{{ f.alt }}" src="data:image/png;base64,{{ f.b64 }}">{% endfor %}</div>{% endif %}{% endif %}

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from tunewise.evaluate.stats import format_p, stored_resamples
 from tunewise.track.shapes import eval_summary
 from tunewise.track.store import RunInfo, display_name, flatten, read_json, read_metrics, read_yaml, run_info, sync
 
@@ -61,7 +62,7 @@ def show_run(console: Console, run: Path) -> None:
                 delta, low, high, p_value = figures
                 console.print(
                     f"Δ {_text(str(name))} (fine-tuned − base) {delta:+.4f}, 95% CI [{low:+.4f}, {high:+.4f}], "
-                    f"p={p_value:.3f}"
+                    f"{format_p(p_value, stored_resamples(_dict(diff).get('resamples')))}"
                 )
     elif (run / "eval.json").exists():
         console.print("[yellow]eval.json is damaged or not a tunewise evaluation; not shown[/]")

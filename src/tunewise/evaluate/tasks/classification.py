@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from tunewise.data.encode import encode_prompts
+from tunewise.evaluate.calibration import logprob_matrix
 from tunewise.evaluate.generate import generate_answers
-from tunewise.evaluate.metrics import classification_metrics
+from tunewise.evaluate.metrics import classification_metrics, ranking_metrics
 from tunewise.evaluate.scoring import choice_logprobs
 from tunewise.evaluate.stats import Difference, macro_f1_difference, mean_difference
 from tunewise.evaluate.tasks.base import EvalOutput
@@ -17,7 +18,10 @@ from tunewise.evaluate.tasks.base import EvalOutput
 @dataclass
 class ClassificationTask:
     """By default picks the label whose answer the model finds most likely (no free-text parsing to go
-    wrong); `mode="generate"` lets the model answer freely and parses the first label it names."""
+    wrong); `mode="generate"` lets the model answer freely and parses the first label it names.
+
+    With two labels, likelihood mode also reports `roc_auc` and `average_precision` of the margin
+    logp(positive) - logp(other), where the positive label is `metrics.positive_label(gold, labels)`."""
 
     labels: list[str]
     mode: str = "likelihood"
@@ -50,7 +54,10 @@ class ClassificationTask:
             }
             for r, g, p, row in zip(records, gold, predicted, scores, strict=True)
         ]
-        return EvalOutput(classification_metrics(gold, predicted, self.labels), predictions)
+        metrics = classification_metrics(gold, predicted, self.labels)
+        # From the stored (rounded) log-likelihoods, so a calibrated row recomputes exactly the same figures.
+        metrics.update(ranking_metrics(gold, logprob_matrix(predictions, self.labels), self.labels))
+        return EvalOutput(metrics, predictions)
 
     def _evaluate_generated(self, model, tokenizer, renderer, records, gold, batch_size, progress, description):
         outputs = generate_answers(

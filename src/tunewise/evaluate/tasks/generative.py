@@ -63,7 +63,7 @@ class GenerativeTask:
             total, count = completion_nll(model, items, tokenizer.pad_token_id, batch_size)
             metrics["reference_perplexity"] = perplexity_metrics(total, count)["perplexity"]
         predictions = [
-            {"source": r.where, "reference": ref, "prediction": out, primary: score}
+            {"source": r.where, "reference": ref, "pred": out, primary: score}
             for r, ref, out, score in zip(records, references, outputs, per_example, strict=True)
         ]
         return EvalOutput(metrics, predictions)
