@@ -6,6 +6,9 @@ Arms, same model, same data, same LoRA (r=16, all linear layers), same optimizer
 - `tunewise-unfused`: the same with `train.fused_lora: false` (PEFT's own LoRA forward), to measure that part;
 - `tunewise-plain`: the same Trainer with `train.packing: false` and `train.fused_lora: false` (padded batches, full
   logits, PEFT's forward);
+- `tunewise-length-grouped`, `tunewise-plain-length-grouped`: those two with batches grouped by length
+  (`train.sampler: length_grouped`) instead of the random order every other arm uses (tunewise's default): what
+  length grouping saves in padding and time, packed and padded;
 - `trl-sft`: the reference peer: SFTTrainer + PEFT with completion_only_loss=True and TRL's defaults
   otherwise (padded batches, gradient checkpointing on), except bf16=False: TRL turns bf16 autocast on by default,
   which changes the numerics; the bars compare the same fp32 objective;
@@ -31,7 +34,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-ARMS = ("tunewise", "trl-sft", "tunewise-unfused", "tunewise-plain", "trl-sft-tuned")
+ARMS = (
+    "tunewise",
+    "trl-sft",
+    "tunewise-unfused",
+    "tunewise-plain",
+    "trl-sft-tuned",
+    "tunewise-length-grouped",
+    "tunewise-plain-length-grouped",
+)
 REFERENCE = "trl-sft"
 SHAPES = {"classification": ((35, 90), (2, 2)), "summarization": ((180, 450), (15, 45))}  # (prompt, completion)
 # (optimizer steps, micro-batch): each arm trains ~10k tokens per shape, about 1-3 minutes on 2 cores
@@ -104,7 +115,7 @@ def run_arm(arm: str, shape: str, args: argparse.Namespace) -> dict[str, Any]:
         "use_cpu": True,
         "seed": args.seed,
         "data_seed": args.seed,
-        "train_sampling_strategy": "group_by_length",  # as tunewise: same micro-batches in every arm
+        "train_sampling_strategy": "random",  # tunewise's default order; the same micro-batches in every arm
         "dataloader_num_workers": 0,
         "disable_tqdm": True,
     }
@@ -129,7 +140,11 @@ def run_arm(arm: str, shape: str, args: argparse.Namespace) -> dict[str, Any]:
             "tunewise": {},
             "tunewise-unfused": {"fused_lora": False},
             "tunewise-plain": {"packing": False, "fused_lora": False},
+            "tunewise-length-grouped": {},
+            "tunewise-plain-length-grouped": {"packing": False, "fused_lora": False},
         }
+        if arm.endswith("length-grouped"):
+            common["train_sampling_strategy"] = "group_by_length"
         path = TrainConfig(**switches[arm])
         collator, loss_fn = training_path(peft_model, path, tokenizer.pad_token_id)
         data = Dataset.from_dict({"input_ids": columns["input_ids"], "labels": columns["labels"], "length": lengths})
@@ -224,9 +239,9 @@ def bars(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The issue's bars for the `tunewise` arm against `trl-sft`."""
     checks = []
     for row in summary:
-        if row["arm"] != "tunewise" or row["shape"] not in BARS:
+        ref = next((r for r in summary if r["shape"] == row["shape"] and r["arm"] == REFERENCE), None)
+        if row["arm"] != "tunewise" or row["shape"] not in BARS or ref is None:  # e.g. --arms without trl-sft
             continue
-        ref = next(r for r in summary if r["shape"] == row["shape"] and r["arm"] == REFERENCE)
         shape, need = row["shape"], BARS[row["shape"]]
         checks += [
             {

@@ -89,7 +89,7 @@ def test_predict_prints_markup_in_paths_and_labels_literally(
     output = _cli("predict", config, "--input", inputs, "--output", target)
     assert f"1 predictions -> {target}" in output and str(target.with_suffix(".rejects.jsonl")) in output
     (row,) = [json.loads(line) for line in target.read_text().splitlines()]
-    assert row["prediction"] in MARKUP_LABELS and set(row["logprobs"]) == set(MARKUP_LABELS)
+    assert row["pred"] in MARKUP_LABELS and set(row["logprobs"]) == set(MARKUP_LABELS)
 
 
 def test_curate_prints_markup_in_labels_and_paths_literally(tmp_path: Path) -> None:
@@ -182,7 +182,7 @@ def test_a_damaged_or_mismatched_adapter_is_one_line(
 def test_a_sound_adapter_still_loads(adapter: Path, tiny_model_dir: Path) -> None:
     from transformers import AutoModelForCausalLM
 
-    from tunewise.pipeline import attach_adapter
+    from tunewise.models.adapters import attach_adapter
 
     model = attach_adapter(AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapter, "first")
     assert attach_adapter(model, adapter, "second") is model and set(model.peft_config) == {"first", "second"}

@@ -18,13 +18,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tunewise.config import Config
 from tunewise.curate.runner import curate
 from tunewise.data.encode import encode_records
+from tunewise.data.normalize import inference_normalization
 from tunewise.data.prompt import PromptRenderer
 from tunewise.data.splits import DataSplits, check_data_paths, load_splits
 from tunewise.data.variants import DEFAULT_PROMPT, prompt_variants
-from tunewise.errors import DataError, ModelLoadError, TunewiseError
+from tunewise.errors import DataError, TunewiseError
+from tunewise.evaluate.calibration import calibrate_predictions
+from tunewise.evaluate.metrics import positive_label
 from tunewise.evaluate.stats import Difference
 from tunewise.evaluate.tasks import EvalTask, task_for
 from tunewise.models import load_model
+from tunewise.models.adapters import attach_adapter
 from tunewise.report import print_comparison, print_data_summary, print_matrix
 from tunewise.track import RunDir, create_run_dir
 from tunewise.track.env import environment
@@ -50,9 +54,9 @@ def run(
     started = time.time()
     check_installed(config)
     check_data_paths(config.data)  # a bad data path fails here, before a run directory exists
-    raw_data = config.data.train if config.curate is not None else None
-    if config.curate is not None:
-        config = with_curated_data(config, curate(config, console, for_run=True).splits)
+    # The run keeps the config as the user wrote it (raw files, curate: section): it can be run again from
+    # the same files, and `runs compare` shows curation differences. What curation wrote is recorded beside it.
+    curated = curate(config, console, for_run=True).splits if config.curate is not None else None
     existing = select_run_dir(config, config_path, resume, console) if resume and do_train else None
     run_dir = RunDir(existing) if existing else create_run_dir(config, config_path)
     console.print(f"run directory: {escape(str(run_dir.path))}")
@@ -70,12 +74,12 @@ def run(
     trackers = Trackers(None, run_dir.path)
     try:
         if not existing or not (run_dir.path / "env.json").is_file():  # a resume keeps the data hashes it checked
-            run_dir.write_json("env.json", environment(config, raw_data))
+            run_dir.write_json("env.json", environment(config, curated))
         trackers = Trackers(config, run_dir.path)
         trackers.log_params(flatten(config.model_dump(mode="json")))
         extra_callbacks = [*(callbacks or []), trackers.callback()]
         outcome = _experiment(
-            config, run_dir, console, do_train, do_eval, adapters or [], extra_callbacks, resuming=bool(existing)
+            config, curated, run_dir, console, do_train, do_eval, adapters or [], extra_callbacks, bool(existing)
         )
     except BaseException as exc:
         info.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
@@ -129,6 +133,7 @@ def _best_effort(what: str, console: Console, action: Callable[[], object]) -> N
 
 def _experiment(
     config: Config,
+    curated: dict[str, Path] | None,
     run_dir: RunDir,
     console: Console,
     do_train: bool,
@@ -142,9 +147,10 @@ def _experiment(
         (run_dir.path / "rejects.jsonl").unlink(missing_ok=True)  # written again below, not appended twice
     # Before the model: bad data fails in a second. If no usable records are left, the rejects are
     # written to the run directory first, and the error says where.
-    splits = load_splits(config.data, config.train.seed, save_rejects=run_dir.write_rejects)
+    splits = load_splits(config.data, config.train.seed, save_rejects=run_dir.write_rejects, curated=curated)
     rejects_path = run_dir.write_rejects(splits.rejects)
-    print_data_summary(console, splits, rejects_path)
+    print_data_summary(console, splits, rejects_path, config.data)
+    normalization = normalize_eval_inputs(config, splits, console)
     task = task_for(config.data.kind, splits.labels, config.eval, config.train.max_length)
 
     with console.status(f"loading model {escape(str(config.model.name))} (the first GGUF load converts it, ~25 s)"):
@@ -158,6 +164,7 @@ def _experiment(
     eval_records = splits.test if config.eval.split == "test" else splits.val
     results: dict[str, dict[str, Any]] = {}
     predictions: dict[str, list[dict[str, Any]]] = {}
+    calibration: dict[str, dict[str, Any]] = {}
 
     def evaluate_all(model_name: str) -> None:
         for variant, variant_renderer in renderers.items():
@@ -165,6 +172,16 @@ def _experiment(
             results[cell], predictions[cell] = _evaluate(
                 task, model, tokenizer, variant_renderer, eval_records, config, console, cell
             )
+            if config.eval.calibrate:  # fitted on validation, applied to the evaluated split: rows of their own
+                _, on_val = _evaluate(
+                    task, model, tokenizer, variant_renderer, splits.val, config, console, cell, split="val"
+                )
+                metrics, calibrated, calibration[cell] = calibrate_predictions(on_val, predictions[cell], task.labels)
+                results[f"{cell} · calibrated"], predictions[f"{cell} · calibrated"] = metrics, calibrated
+                console.print(
+                    f"{escape(cell)} · calibrated: {task.primary_metric} = {metrics[task.primary_metric]:.4f} "
+                    f"(label offsets fitted on {len(on_val)} validation examples)"
+                )
 
     if do_eval and config.eval.base:
         stored = read_json(run_dir.path / BASE_EVAL) if resuming else None
@@ -198,17 +215,38 @@ def _experiment(
         differences = {}
         if "base" in results and "fine-tuned" in results:
             differences = task.compare(predictions["base"], predictions["fine-tuned"], seed=config.train.seed)
+        extras = {"input_normalization": normalization, "calibration": calibration or None}
         _write_eval(
-            run_dir, task, config, eval_records, results, predictions, differences, train_summary, adapter_cells
+            run_dir, task, config, eval_records, results, predictions, differences, train_summary, adapter_cells, extras
         )
         print_comparison(
             console, {k: results[k] for k in ("base", "fine-tuned") if k in results}, task.primary_metric, differences
         )
-        if len(results) > 2:  # prompt variants: every cell against the prompted base model
+        if set(results) - {"base", "fine-tuned"}:  # variants, calibrated rows: every cell against the prompted base
             matrix = _matrix(task, results, predictions, config.train.seed)
             print_matrix(console, matrix, task.primary_metric)
             run_dir.write_json("eval_matrix.json", matrix)
     return Outcome(results, train_summary, task.primary_metric)
+
+
+def normalize_eval_inputs(config: Config, splits: DataSplits, console: Console) -> dict[str, Any] | None:
+    """The text normalization curation applied to the training text, applied to val and test too (the curated
+    records are unchanged by it: it is idempotent), so the model is scored on the text distribution it was
+    trained on. Returns what was applied and how many records it changed, for eval.json."""
+    normalization = inference_normalization(config.curate.steps if config.curate else None)
+    if normalization is None:
+        return None
+    changed = {}
+    for split in ("val", "test"):
+        records = getattr(splits, split)
+        normalized = [normalization.apply(record) for record in records]
+        changed[split] = sum(new is not old for new, old in zip(normalized, records, strict=True))
+        setattr(splits, split, normalized)
+    console.print(
+        "evaluation inputs normalized as curation normalized the training text: "
+        + ", ".join(f"{n} of {len(getattr(splits, split))} {split} records changed" for split, n in changed.items())
+    )
+    return {**normalization.to_json(), "changed": changed}
 
 
 def _cell(model_name: str, variant: str) -> str:
@@ -306,6 +344,7 @@ def _train(
         "total_params": result.total_params,
         "adapter": str(result.adapter_dir),
         "resumed_from_step": result.resumed_from,
+        "sizing": result.sizing,
     }
     if result.stopped_early:
         console.print(f"early stopping at step {result.steps} of {result.planned_steps}")
@@ -342,6 +381,7 @@ def _evaluate(
     config: Config,
     console: Console,
     label: str,
+    split: str | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
@@ -350,7 +390,7 @@ def _evaluate(
         )
     console.print(
         f"{escape(label)}: {task.primary_metric} = {output.metrics[task.primary_metric]:.4f} "
-        f"on {len(records)} {config.eval.split} examples"
+        f"on {len(records)} {split or config.eval.split} examples"
     )
     return output.metrics, output.predictions
 
@@ -369,63 +409,6 @@ def adapter_names(adapters: list[Path]) -> dict[str, Path]:
     return names
 
 
-def attach_adapter(model: Any, adapter: Path, name: str = "default") -> Any:
-    """Load a LoRA adapter (safetensors only); further adapters join the same PeftModel under their name.
-    A damaged adapter, or one trained on another base model, is a one-line `ModelLoadError`, never PEFT's traceback."""
-    import json
-
-    from peft import PeftModel, PeftType
-
-    from tunewise.track.safeio import Unreadable, read_json_file
-
-    if not (adapter / "adapter_config.json").is_file():
-        raise ModelLoadError(f"--adapter {adapter}: no adapter_config.json; pass the run's adapter/ directory")
-    if not (adapter / "adapter_model.safetensors").is_file():
-        raise ModelLoadError(f"--adapter {adapter}: no adapter_model.safetensors (only safetensors are loaded)")
-    redo = "pass the adapter/ directory of a run trained on this config's model.name"
-    try:
-        settings = read_json_file(adapter / "adapter_config.json", MAX_ADAPTER_CONFIG)
-    except Unreadable as exc:
-        raise ModelLoadError(f"--adapter {adapter}: {exc}; {redo}") from None
-    if not isinstance(settings, dict):
-        raise ModelLoadError(
-            f"--adapter {adapter}: adapter_config.json is a JSON {_json_kind(settings)}, not an object; {redo}"
-        )
-    peft_type = settings.get("peft_type")
-    if not isinstance(peft_type, str) or peft_type not in {t.value for t in PeftType}:
-        raise ModelLoadError(
-            f"--adapter {adapter}: adapter_config.json: peft_type {json.dumps(peft_type)[:80]} is not a PEFT "
-            f"adapter type (a tunewise adapter is LORA); {redo}"
-        )
-    try:
-        if isinstance(model, PeftModel):
-            model.load_adapter(str(adapter), adapter_name=name)
-            return model
-        return PeftModel.from_pretrained(model, str(adapter), adapter_name=name)
-    except Exception as exc:  # a bad safetensors header, other shapes (r, base model), unknown target modules...
-        raise ModelLoadError(
-            f"--adapter {adapter}: not an adapter for this model: {type(exc).__name__}: {_first_line(exc)}; {redo}"
-        ) from exc
-
-
-MAX_ADAPTER_CONFIG = 1 << 20  # adapter_config.json is a few hundred bytes; more is not an adapter's config
-
-
-def _json_kind(value: Any) -> str:
-    kinds = {list: "array", str: "string", bool: "boolean", int: "number", float: "number", type(None): "null"}
-    return kinds.get(type(value), type(value).__name__)
-
-
-def _first_line(exc: BaseException, limit: int = 300) -> str:
-    """The gist of a library's error in one line: its first line, with the next one when the first only
-    introduces it ("Error(s) in loading state_dict for ...:" then "size mismatch for ...")."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    if not lines:
-        return "(no message)"
-    text = lines[0] if not lines[0].endswith(":") or len(lines) == 1 else f"{lines[0]} {lines[1]}"
-    return text.rstrip(".") if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _write_eval(
     run_dir: RunDir,
     task: EvalTask,
@@ -436,6 +419,7 @@ def _write_eval(
     differences: dict[str, Difference],
     train_summary: dict[str, Any] | None,
     adapters: dict[str, Path],
+    extras: dict[str, Any],
 ) -> None:
     payload: dict[str, Any] = {
         "task": task.name,
@@ -453,6 +437,9 @@ def _write_eval(
         payload["train"] = train_summary
     if adapters:
         payload["adapters"] = {name: str(path) for name, path in adapters.items()}
+    if any("roc_auc" in metrics for metrics in results.values()):  # binary: which label the ranking figures rank
+        payload["ranking_positive"] = positive_label([str(r.fields["label"]) for r in records], task.labels)
+    payload.update({key: value for key, value in extras.items() if value is not None})
     run_dir.write_json("eval.json", payload)
     rows = []
     for name, preds in predictions.items():

@@ -27,6 +27,7 @@ class Encoded:
     input_ids: list[int]
     labels: list[int]
     truncated: bool
+    label: str | None = None  # the record's class (classification): what train.sampler stratifies on
 
 
 def special_prefix(tokenizer: Any) -> list[int]:
@@ -105,6 +106,7 @@ def encode_records(
             )
             rejects.append(Reject(record.source, record.line, None, reason, stage="encode"))
             continue
+        item.label = record.label
         encoded.append(item)
     return encoded, rejects
 

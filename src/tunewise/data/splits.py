@@ -55,48 +55,64 @@ def load_file(path: Path, cfg: DataConfig, need_answer: bool = True) -> tuple[li
     return records, rejects, total
 
 
-def load_splits(cfg: DataConfig, seed: int, save_rejects: SaveRejects | None = None) -> DataSplits:
+def load_splits(
+    cfg: DataConfig, seed: int, save_rejects: SaveRejects | None = None, curated: dict[str, Path] | None = None
+) -> DataSplits:
     """`save_rejects` is called with every reject before a "no usable records" error is raised, so the
-    reasons are on disk and the error can say where."""
+    reasons are on disk and the error can say where.
+
+    `curated`: the splits curation wrote (canonical JSONL). The training records come from there; a val/test
+    file the user gave is read from the user's own path, as given (curation never edits evaluation data), and
+    only a split the user did not give (e.g. made by curation's split step) comes from the curated copy."""
     check_data_paths(cfg)  # a bad val/test path fails before the training file is read
+    sources = {name: _source(cfg, name, curated) for name in SPLITS}
     rejects: list[Reject] = []
     counts: dict[str, int] = {}
     loaded: dict[str, list[Record] | None] = {}
-    for name in SPLITS:
-        path = getattr(cfg, name)
+    for name, (path, source_cfg) in sources.items():
         if path is None:
             loaded[name] = None
             continue
-        records, bad, total = load_file(path, cfg)
+        records, bad, total = load_file(path, source_cfg)
         rejects += bad
         counts[name] = total
         loaded[name] = records
         if name == "train":  # before val/test are read: their labels are checked against the training file's
             _require(records, total, "train", path, rejects, save_rejects)
     train = loaded["train"] or []
+    train_path = sources["train"][0] or cfg.train
     labels: list[str] = []
     if cfg.kind == "classification":
         labels = list(cfg.labels) if cfg.labels else sorted({r.fields["label"] for r in train})
         for name, records in loaded.items():
             if records is not None:
-                loaded[name] = _check_labels(records, labels, cfg, rejects, inferred=cfg.labels is None)
+                loaded[name] = _check_labels(records, labels, sources[name][1], rejects, inferred=cfg.labels is None)
         train = loaded["train"] or []
-    _require(train, counts["train"], "train", cfg.train, rejects, save_rejects)
+    _require(train, counts["train"], "train", train_path, rejects, save_rejects)
 
     rng = random.Random(seed)
     test = loaded["test"]
     if test is None:
-        train, test = _split(train, cfg.test_fraction, rng, display_path(cfg.train))
+        train, test = _split(train, cfg.test_fraction, rng, display_path(train_path))
     val = loaded["val"]
     if val is None:
-        train, val = _split(train, cfg.val_fraction, rng, display_path(cfg.train))
+        train, val = _split(train, cfg.val_fraction, rng, display_path(train_path))
     for name, records in (("val", val), ("test", test)):
-        given = getattr(cfg, name)
-        _require(records, counts.get(name, len(records)), name, given or cfg.train, rejects, save_rejects)
+        given = sources[name][0]
+        _require(records, counts.get(name, len(records)), name, given or train_path, rejects, save_rejects)
     train = _cap(train, cfg.max_train_examples, rng)
     val = _cap(val, cfg.max_val_examples, rng)
     test = _cap(test, cfg.max_test_examples, rng)
     return DataSplits(train, val, test, labels, rejects, counts)
+
+
+def _source(cfg: DataConfig, split: str, curated: dict[str, Path] | None) -> tuple[Path | None, DataConfig]:
+    """Where a split is read from, and how (the user's format and field names, or curation's canonical JSONL)."""
+    given = getattr(cfg, split)
+    if curated is None or (given is not None and split != "train"):
+        return given, cfg
+    canonical = cfg.model_copy(update={"fields": {}, "format": "jsonl", "encoding": "utf-8"})
+    return curated.get(split), canonical
 
 
 def _require(

@@ -15,10 +15,12 @@ from tunewise.config import Config
 LIBRARIES = ("tunewise", "torch", "transformers", "peft", "accelerate", "datasets", "tokenizers", "gguf")
 
 
-def environment(config: Config, raw_data: Path | None = None) -> dict[str, Any]:
+def environment(config: Config, curated: dict[str, Path] | None = None) -> dict[str, Any]:
+    """`data`: the user's files as the config names them, then (as "curated <split>") what curation wrote."""
     import torch
 
-    files = {"train": config.data.train, "val": config.data.val, "test": config.data.test, "raw": raw_data}
+    files = {"train": config.data.train, "val": config.data.val, "test": config.data.test}
+    files |= {f"curated {split}": path for split, path in (curated or {}).items()}
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),

@@ -1,4 +1,4 @@
-"""Trainer callbacks: append-only metrics log and the overfitting (train/val divergence) warning."""
+"""Trainer callbacks: append-only metrics log, the overfitting (train/val divergence) warning, run sizing."""
 
 from __future__ import annotations
 
@@ -102,3 +102,55 @@ def diverging(history: list[tuple[int, float, float]], window: int) -> bool:
         return False
     tail = history[-window - 1 :]
     return all(b[1] < a[1] and b[2] > a[2] for a, b in itertools.pairwise(tail))
+
+
+class RunSizing(TrainerCallback):
+    """After the first few optimizer steps, prints the time per step, the time the planned steps will take and
+    the peak memory so far, so a user knows early whether the run fits their budget. The first step is left
+    out of the timing: it pays one-off costs (allocations, kernel selection)."""
+
+    MEASURED_STEPS = 4
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.started_at: tuple[int, float] | None = None  # (step, time) at the end of the first step seen
+        self.figures: dict[str, float] = {}
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        now = time.perf_counter()
+        if self.started_at is None:
+            self.started_at = (state.global_step, now)
+            return
+        first_step, first_time = self.started_at
+        done = state.global_step - first_step
+        if self.figures or done < self.MEASURED_STEPS:
+            return
+        per_step = (now - first_time) / done
+        remaining = max(state.max_steps - state.global_step, 0)
+        self.figures = {"seconds_per_step": round(per_step, 3), "peak_memory_gib": round(peak_memory_gib(), 2)}
+        evaluations = remaining // args.eval_steps + 1 if args.eval_steps else 0
+        self.console.print(
+            f"sizing: {per_step:.2f} s per optimizer step (steps {first_step + 1}-{state.global_step}); "
+            f"the {remaining} steps left take about {_duration(per_step * remaining)} of training, plus "
+            f"{evaluations} validation pass{'es' if evaluations != 1 else ''}; "
+            f"peak memory so far {self.figures['peak_memory_gib']:.2f} GiB"
+        )
+
+
+def peak_memory_gib() -> float:
+    """The accelerator's peak allocation when training on one, else this process's peak resident memory."""
+    import resource
+
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch.cuda.max_memory_allocated() / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

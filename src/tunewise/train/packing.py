@@ -14,11 +14,9 @@ What transformers 5.24 does with a packed row (verified in `masking_utils.py` an
   plain sdpa for everything else (padded batches, generation with a cache). It is exact, and faster than the dense
   mask on long rows (SmolLM2-width probe, 2 layers, 1 thread, 8 examples of 200-450 tokens: 1.9 s vs 3.4 s a step).
 
-Length-aware batching: `training_arguments` already sets `train_sampling_strategy="group_by_length"` and
-`to_dataset` provides the `length` column, so the Trainer's `LengthGroupedSampler` groups examples of similar length
-(reproducibly: `resumable.EpochSeededLengthGroupedSampler` seeds each epoch's order with `data_seed` + epoch). A
-packed row wastes nothing on padding either way; keeping the same sampler gives the padded and the packed paths
-identical micro-batches, which is what makes them comparable step for step.
+Batching: a packed row wastes nothing on padding, so packing needs no length grouping; `train.sampler` picks the
+order (sampling.py) and is the same for the padded and the packed paths, which gives them identical micro-batches
+and makes them comparable step for step.
 """
 
 from __future__ import annotations

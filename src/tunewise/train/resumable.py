@@ -6,11 +6,11 @@ What transformers 5.24 does not do by itself, and what this subclass changes (ch
   `get_last_checkpoint` would pick and load half-written. Here transformers writes into a staging directory (its
   `_get_output_dir` is redirected for the duration of the save), then `checkpoint.commit` fsyncs, writes the
   manifest last and renames. Rotation and `best_model_checkpoint` are then applied to the real directory.
-- `LengthGroupedSampler` is built without a generator, so each epoch's order comes from the global torch RNG when
+- transformers' samplers are built without a generator, so each epoch's order comes from the global torch RNG when
   the epoch's iterator starts. On a mid-epoch resume the iterator is rebuilt *before* the checkpoint's RNG state is
   loaded (`_run_epoch` loads it after the skipped batches), i.e. from a fresh process's RNG: every epoch after the
-  first gets another order than the uninterrupted run. `EpochSeededLengthGroupedSampler` makes the order a function
-  of (data_seed, epoch) only.
+  first gets another order than the uninterrupted run. `sampling.EpochSeededSampler` (every `train.sampler`) makes
+  the order a function of (data_seed, epoch) only.
 - The logging accumulators (`_tr_loss`, `_globalstep_last_logged`) restart from zero on resume: when a checkpoint
   falls between two logging steps, the next logged loss would average fewer steps. They go into the checkpoint
   (`tunewise_state.json`) and come back before the first resumed step.
@@ -35,7 +35,6 @@ from rich.console import Console
 from rich.markup import escape
 from transformers import Trainer
 from transformers.trainer import TRAINER_STATE_NAME
-from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from tunewise.errors import TunewiseError
@@ -50,39 +49,39 @@ from tunewise.train.checkpoint import (
     step_of,
     verify_checkpoint,
 )
-
-
-class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
-    """Length-grouped order drawn from its own generator seeded with seed + epoch (see the module docstring).
-    `DataLoaderShard.set_epoch` reaches it, also through the `SkipBatchSampler` of a resumed epoch."""
-
-    def __init__(self, batch_size: int, lengths: list[int], seed: int) -> None:
-        super().__init__(batch_size, lengths=lengths)
-        self.seed, self.epoch = seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+from tunewise.train.sampling import EpochSeededSampler
 
 
 class ResumableTrainer(Trainer):
-    def __init__(self, *args: Any, metrics_path: Path, console: Console, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        metrics_path: Path,
+        console: Console,
+        sampler: str = "random",
+        sampler_labels: list[str | None] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.metrics_path, self.console = metrics_path, console
+        self.sampler_kind, self.sampler_labels = sampler, sampler_labels
         self.best_load_problem: str | None = None  # why the best checkpoint was not loaded, if it was not
         self._staging_root: Path | None = None
         self._resume_state: dict[str, Any] | None = None
 
     # --- data order --------------------------------------------------------------------------------------------
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
-        sampler = super()._get_train_sampler(train_dataset)
-        if type(sampler) is LengthGroupedSampler:
-            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-            return EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
-        return sampler
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        return self.epoch_sampler(dataset)
+
+    def epoch_sampler(self, dataset: Any) -> EpochSeededSampler:
+        """train.sampler's order; length groups span the examples of one optimizer step, as transformers' own."""
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        lengths = list(dataset["length"])
+        labels = self.sampler_labels if self.sampler_labels is not None else [None] * len(lengths)
+        group = self.args.train_batch_size * self.args.gradient_accumulation_steps
+        batch = group if self.sampler_kind == "length_grouped" else self.args.train_batch_size
+        return EpochSeededSampler(self.sampler_kind, batch, lengths, labels, seed)
 
     # --- saving ------------------------------------------------------------------------------------------------
     def _get_output_dir(self, trial: Any) -> str:

@@ -18,7 +18,7 @@ from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
 from tunewise.config import LOWER_IS_BETTER, Config, TrainConfig, greater_is_better  # noqa: F401 (re-exported)
 from tunewise.data.encode import Encoded
 from tunewise.errors import ConfigError
-from tunewise.train.callbacks import DivergenceMonitor, MetricsLogger, TaskMetric
+from tunewise.train.callbacks import DivergenceMonitor, MetricsLogger, RunSizing, TaskMetric
 from tunewise.train.checkpoint import (
     latest_valid_checkpoint,
     read_state,
@@ -31,6 +31,7 @@ from tunewise.train.fused_lora import enable_fused_lora
 from tunewise.train.loss import completion_only_loss
 from tunewise.train.packing import PackingCollator, enable_varlen_attention
 from tunewise.train.resumable import ResumableTrainer
+from tunewise.train.sampling import batch_mix
 
 
 @dataclass
@@ -46,6 +47,7 @@ class TrainResult:
     trainable_params: int
     total_params: int
     resumed_from: int | None = None  # the checkpoint step this run continued from
+    sizing: dict[str, float] | None = None  # seconds per step and peak memory, measured after the first steps
 
 
 def add_lora(model: Any, cfg: Config) -> Any:
@@ -118,7 +120,6 @@ def training_arguments(cfg: Config, output_dir: Path, total_steps: int) -> Train
         activation_checkpointing_kwargs={"use_reentrant": False},  # no input grads needed with frozen embeddings
         seed=t.seed,
         data_seed=t.seed,
-        train_sampling_strategy="group_by_length",  # less padding per batch
         remove_unused_columns=False,
         report_to="none",
         use_cpu=not torch.cuda.is_available(),
@@ -167,7 +168,8 @@ def train(
     total_steps = planned_steps(len(train_items), cfg)
     logger = MetricsLogger(run_dir / "metrics.jsonl")
     divergence = DivergenceMonitor(cfg.train.divergence_evals, logger, console)
-    callbacks: list[Any] = [logger, divergence]
+    sizing = RunSizing(console)
+    callbacks: list[Any] = [logger, divergence, sizing]
     if task_metric is not None:
         callbacks.insert(0, TaskMetric(task_metric, logger))
     if cfg.train.patience > 0:
@@ -186,7 +188,10 @@ def train(
         callbacks=callbacks,
         metrics_path=logger.path,
         console=console,
+        sampler=cfg.train.sampler,
+        sampler_labels=[item.label for item in train_items],
     )
+    warn_one_label_batches(trainer, cfg.train.sampler, train_items, console)
     console.print(
         f"training: {len(train_items)} examples, {total_steps} optimizer steps, "
         f"validation on {len(val_items)} every {trainer.args.eval_steps} steps"
@@ -221,7 +226,19 @@ def train(
         trainable,
         total,
         resumed_from,
+        sizing.figures or None,
     )
+
+
+def warn_one_label_batches(trainer: ResumableTrainer, sampler: str, items: list[Encoded], console: Console) -> None:
+    """Warns, with figures, when the first epoch's batches would mix labels far less than random batches."""
+    labels = [item.label for item in items]
+    if len(set(labels)) < 2:  # not classification, or one class: nothing to mix
+        return
+    order = trainer.epoch_sampler(trainer.train_dataset).order(0)
+    warning = batch_mix(order, labels, trainer.args.train_batch_size).warning(sampler)
+    if warning:
+        console.print(f"[yellow]warning: {escape(warning)}[/]")
 
 
 def _resume_point(run_dir: Path, logger: MetricsLogger, console: Console) -> Path | None:
