@@ -55,7 +55,7 @@ def test_length_grouped_batches_of_length_correlated_labels_are_flagged_and_the_
         kind: batch_mix(epoch_order(kind, 1000, 8, torch.Generator().manual_seed(1), lengths, labels), labels, 8)
         for kind in ("random", "stratified", "length_grouped")
     }
-    assert mixes["length_grouped"].dispersion > 3 > mixes["random"].dispersion > mixes["stratified"].dispersion
+    assert mixes["length_grouped"].dispersion > 2 > mixes["random"].dispersion > mixes["stratified"].dispersion
     warning = mixes["length_grouped"].warning("length_grouped")
     assert warning is not None and "hold one label" in warning and "random or stratified" in warning
     assert mixes["random"].warning("random") is None and mixes["stratified"].warning("stratified") is None

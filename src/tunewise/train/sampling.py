@@ -110,7 +110,9 @@ class BatchMix:
         )
 
 
-SKEWED_DISPERSION = 3.0  # random batches give ~1, batches sorted by label give about the batch size
+# Random batches give about 1 (at most 1.21 over 200 seeded epochs of a 1,000-example, 3-label set); batches
+# sorted by label give about the batch size.
+SKEWED_DISPERSION = 2.0
 
 
 def batch_mix(order: Sequence[int], labels: Sequence[str | None], batch_size: int) -> BatchMix:
