@@ -51,7 +51,7 @@ test-slow: $(STAMP) sandbox
 
 # The SIGKILL crash loop alone, with its figures (kill points, resumes, mismatches)
 test-crash: $(STAMP)
-	$(BIN)/pytest -q -m slow tests/crash -s
+	$(BIN)/pytest -q -m slow tests/system/crash -s
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples bench
@@ -65,7 +65,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/generation_throughput.py
 
 config-docs: $(STAMP)
-	$(BIN)/python -m tunewise.config_docs --write docs/configuration.md
+	$(BIN)/python -m tunewise.config.docs --write docs/configuration.md
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info

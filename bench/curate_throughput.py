@@ -18,7 +18,7 @@ from pathlib import Path
 from rich.console import Console
 
 from tunewise.config import load_config
-from tunewise.curate.runner import curate
+from tunewise.curate.stage import curate
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "tweet-sentiment"

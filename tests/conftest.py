@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tiny import build_tiny_model, make_classification_rows, write_jsonl
+from support.tiny import build_tiny_model, make_classification_rows, write_jsonl
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

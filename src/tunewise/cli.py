@@ -139,7 +139,7 @@ def curate_command(config: ConfigArg, overrides: OverridesArg = None) -> None:
     """Curate the training data: validate, dedup, filter, balance, decontaminate, split; write a report."""
     with _user_errors():
         from tunewise.config import load_config
-        from tunewise.curate.runner import curate
+        from tunewise.curate.stage import curate
 
         curate(load_config(config, overrides), console)
 
@@ -182,7 +182,7 @@ def report_command(
 ) -> None:
     """A self-contained HTML report (plots embedded; PNGs also in plots/): a run, a sweep or a comparison."""
     with _user_errors():
-        from tunewise.track.html import render_report
+        from tunewise.track.run_report import render_report
 
         console.print(f"report: {escape(str(render_report(list(targets), out)))}")
 
@@ -255,7 +255,7 @@ def _pipeline(
 ) -> None:
     with _user_errors(code):
         from tunewise.config import load_config
-        from tunewise.pipeline import run as run_pipeline
+        from tunewise.pipeline.stages import run as run_pipeline
 
         overrides, request = _resume_request(overrides or [], resume_flags)
         config = load_config(config_path, overrides)
@@ -266,7 +266,7 @@ def _resume_request(overrides: list[str], flags: tuple[bool, bool] | None) -> tu
     """(overrides, ResumeRequest or None). `--resume RUN_DIR`: overrides always contain '=', a path does not."""
     if flags is None:
         return overrides, None
-    from tunewise.track.resume import ResumeRequest
+    from tunewise.track.resume_target import ResumeRequest
 
     resume, fresh = flags
     paths = [o for o in overrides if "=" not in o]

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tunewise.config.curate import DecontaminateStep, NearDedupStep, SemanticDedupStep
 from tunewise.curate.base import Context, Verdict, drop, keep
-from tunewise.curate.settings import DecontaminateStep, NearDedupStep, SemanticDedupStep
 from tunewise.data.records import Record
 
 EVAL_SPLITS = ("val", "test")

@@ -10,8 +10,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from tunewise.config.curate import BalanceStep, LabelErrorsStep, RelevanceStep, SplitStep
 from tunewise.curate.base import Context, Verdict, drop, keep
-from tunewise.curate.settings import BalanceStep, LabelErrorsStep, RelevanceStep, SplitStep
 from tunewise.data.records import Record
 from tunewise.errors import ConfigError
 

@@ -9,8 +9,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from tunewise.curate.base import Context, Verdict, drop, keep
-from tunewise.curate.settings import (
+from tunewise.config.curate import (
     ConfidenceStep,
     ConflictsStep,
     ExactDedupStep,
@@ -18,6 +17,7 @@ from tunewise.curate.settings import (
     QualityStep,
     ValidateStep,
 )
+from tunewise.curate.base import Context, Verdict, drop, keep
 from tunewise.data.normalize import TextNormalization
 from tunewise.data.readers import brief, known_labels
 from tunewise.data.records import Record

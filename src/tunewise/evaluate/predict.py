@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tunewise.config import Config
+from tunewise.core.safeio import writing
 from tunewise.data.jsonl import write_jsonl
 from tunewise.data.normalize import inference_normalization
 from tunewise.data.prompt import PromptRenderer
@@ -21,7 +22,6 @@ from tunewise.data.splits import load_file
 from tunewise.errors import ConfigError
 from tunewise.evaluate.generate import generate_answers
 from tunewise.evaluate.tasks import ClassificationTask
-from tunewise.track.safeio import writing
 
 FULL_DISK_HINT = "free some space (or pass --output on another disk) and run predict again"
 

@@ -32,8 +32,8 @@ def curated_once(config: Config, console: Console) -> Config:
     experiment then trains on the same data instead of curating again."""
     if config.curate is None:
         return config
-    from tunewise.curate.runner import curate
-    from tunewise.pipeline import with_curated_data
+    from tunewise.curate.stage import curate
+    from tunewise.pipeline.stages import with_curated_data
 
     return with_curated_data(config, curate(config, console, for_run=True).splits)
 

@@ -22,7 +22,6 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from tunewise import pipeline
 from tunewise.config import Config, validate_config
 from tunewise.data.jsonl import write_jsonl
 from tunewise.data.records import Record
@@ -32,6 +31,7 @@ from tunewise.evaluate.stats import Difference, format_p
 from tunewise.evaluate.tasks import EvalTask, task_for
 from tunewise.experiments import curated_once, experiment_name, metric_ci
 from tunewise.experiments.raw_arms import RawDraws, draw_json, draw_raw_arms, label_counts, report_lines
+from tunewise.pipeline import stages as pipeline
 
 
 def ablate(config: Config, config_path: Path, console: Console) -> Path:

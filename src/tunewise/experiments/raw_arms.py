@@ -18,9 +18,9 @@ from typing import Any
 from rich.markup import escape
 
 from tunewise.config import Config
+from tunewise.config.curate import DecontaminateStep, NormalizeStep
 from tunewise.curate.base import Context, Verdict
 from tunewise.curate.dedup import Decontaminate
-from tunewise.curate.settings import DecontaminateStep, NormalizeStep
 from tunewise.data.files import display_path
 from tunewise.data.records import Record
 from tunewise.data.splits import DataSplits, load_file

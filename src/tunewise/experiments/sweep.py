@@ -22,10 +22,10 @@ from rich.markup import escape
 from rich.table import Table
 from transformers import TrainerCallback
 
-from tunewise import pipeline
 from tunewise.config import Config, SweepParam, validate_config
 from tunewise.errors import ConfigError, TunewiseError
 from tunewise.experiments import curated_once, experiment_name, set_dotted
+from tunewise.pipeline import stages as pipeline
 from tunewise.track.store import index_run, read_info, write_info
 
 VARIANT_KEY = "prompt.variant"

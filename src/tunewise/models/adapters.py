@@ -15,7 +15,7 @@ def attach_adapter(model: Any, adapter: Path, name: str = "default") -> Any:
     A damaged adapter, or one trained on another base model, is a one-line `ModelLoadError`, never PEFT's traceback."""
     from peft import PeftModel, PeftType
 
-    from tunewise.track.safeio import Unreadable, read_json_file
+    from tunewise.core.safeio import Unreadable, read_json_file
 
     if not (adapter / "adapter_config.json").is_file():
         raise ModelLoadError(f"--adapter {adapter}: no adapter_config.json; pass the run's adapter/ directory")

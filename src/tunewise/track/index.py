@@ -17,8 +17,8 @@ from contextlib import closing, suppress
 from pathlib import Path
 from typing import Any
 
+from tunewise.core.safeio import describe_failure, free_space, human_size
 from tunewise.errors import TunewiseError
-from tunewise.track.safeio import describe_failure, free_space, human_size
 
 INDEX_NAME = "runs.db"
 Row = tuple[Any, ...]  # the values of COLUMNS

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunewise.track.safeio import Unreadable, read_json_file, replace_text
+from tunewise.core.safeio import Unreadable, read_json_file, replace_text
 
 RUN_JSON = "run.json"
 MAX_RUN_JSON = 1 << 20  # tunewise writes ~1 KB (the error is cut to 2,000 characters); more is not a run.json

@@ -13,7 +13,7 @@ from typing import Any
 from rich.console import Console
 from transformers import TrainerCallback
 
-from tunewise.track.safeio import append_text
+from tunewise.core.safeio import append_text
 
 # A training run stopped by a full disk is continued from its newest checkpoint by the same command.
 RESUME_HINT = "free some space and run the same command again: it continues from the newest checkpoint"

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tunewise.track.safeio import describe_failure as describe_write_failure
+from tunewise.core.safeio import describe_failure as describe_write_failure
 from tunewise.track.store import process_alive
 
 MANIFEST = "manifest.json"

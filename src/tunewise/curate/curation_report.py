@@ -1,0 +1,204 @@
+"""curation_report.json and a self-contained curation_report.html (plots embedded as PNG)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from jinja2 import select_autoescape
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from tunewise.config import Config
+from tunewise.curate.engine import CurationResult
+from tunewise.data.records import Record
+
+MIN_PER_CLASS = 300  # below a few hundred examples per class, fine-tunes rarely beat few-shot prompting
+MIN_GENERATIVE = 2000
+DOMINANT_SHARE = 0.6
+MAX_PLOTTED_CLASSES = 30
+MAX_TICK_CHARS = 24
+
+
+def build_report(
+    result: CurationResult, config: Config, given: list[Record] = (), given_rejected: int = 0
+) -> dict[str, Any]:
+    kept = [*result.kept, *given]
+    train = [r for r in kept if (r.split or "train") == "train"]
+    report: dict[str, Any] = {
+        "totals": {"input": result.n_input, "kept": len(result.kept), "rejected": len(result.rejects)},
+        "eval_files": {"records": len(given), "rejected": given_rejected},
+        "steps": [vars(s) for s in result.steps],
+        "executed_order": result.executed_order,
+        "reordered": result.reordered,
+        "split_sizes": dict(Counter(r.split or "train" for r in kept)),
+        "class_balance": {"before": _labels(result.initial), "after": _labels(train)},
+        "cluster_sizes": {k: v[:50] for k, v in result.context.cluster_sizes.items()},
+        "notes": result.context.notes,
+        "advice": advice(train, config.data.kind, config.curate.steps if config.curate is not None else []),
+    }
+    report["plots"] = {
+        "class_balance": _bar_png(report["class_balance"]) if report["class_balance"]["before"] else None,
+        "lengths": _hist_png(result.initial, train),
+    }
+    return report
+
+
+def advice(train: list[Record], kind: str, steps: Sequence[Any] = ()) -> list[str]:
+    """Dataset-size advice on the curated training set, aware of the configured steps: no "consider the
+    balance step" when one is configured, but what it could and could not do."""
+    balance = next((s for s in steps if s.step == "balance" and s.enabled), None)
+    notes = []
+    if kind == "classification":
+        counts = Counter(r.label for r in train)
+        cap = getattr(balance, "per_class", None)
+        for label, n in sorted(counts.items()):
+            if n < MIN_PER_CLASS:
+                why = " (the balance step's per_class)" if n == cap else ""
+                notes.append(f"class '{label}' has {n} training examples{why}; aim for a few hundred per class")
+        total = sum(counts.values())
+        if total and counts and max(counts.values()) / total > DOMINANT_SHARE:
+            label, n = counts.most_common(1)[0]
+            notes.append(f"class '{label}' is {n / total:.0%} of the training set{_balance_note(balance)}")
+    elif len(train) < MIN_GENERATIVE:
+        notes.append(f"{len(train)} training examples; generation tasks usually want a few thousand")
+    return notes
+
+
+def _balance_note(balance: Any) -> str:
+    """Why one class still dominates, given the configured balance step (None: there is none)."""
+    if balance is None:
+        return "; consider the balance step"
+    if balance.per_class is None and balance.total is None:
+        return "; the balance step has no per_class or total to sample to"
+    return (
+        " after the balance step: the other classes have fewer records than its cap; lower per_class or total"
+        " to even them out (fewer examples), or add records of the other classes"
+    )
+
+
+def write_report(report: dict[str, Any], output: Path) -> tuple[Path, Path]:
+    output.mkdir(parents=True, exist_ok=True)
+    data = {k: v for k, v in report.items() if k != "plots"}
+    json_path = output / "curation_report.json"
+    json_path.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    env = ImmutableSandboxedEnvironment(autoescape=select_autoescape(default=True))
+    html_path = output / "curation_report.html"
+    html_path.write_text(env.from_string(TEMPLATE).render(r=report), encoding="utf-8")
+    return json_path, html_path
+
+
+def _labels(records: list[Record]) -> dict[str, int]:
+    return dict(sorted(Counter(r.label for r in records if r.label is not None).items()))
+
+
+def _png(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():  # labels from user data may lack glyphs in the default font
+        warnings.simplefilter("ignore", UserWarning)
+        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _bar_png(balance: dict[str, dict[str, int]]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = sorted(set(balance["before"]) | set(balance["after"]))
+    if len(labels) > MAX_PLOTTED_CLASSES:  # the largest classes; hundreds of bars are unreadable and slow
+        by_size = sorted(labels, key=lambda k: -balance["before"].get(k, 0))
+        labels = sorted(by_size[:MAX_PLOTTED_CLASSES])
+    fig, ax = plt.subplots(figsize=(6, 3))
+    x = range(len(labels))
+    ax.bar([i - 0.2 for i in x], [balance["before"].get(k, 0) for k in labels], 0.4, label="input")
+    ax.bar([i + 0.2 for i in x], [balance["after"].get(k, 0) for k in labels], 0.4, label="curated train")
+    ax.set_xticks(list(x), [_tick(label) for label in labels])
+    ax.set_yscale("log")
+    ax.set_ylabel("records (log)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: tall bars must stay visible
+    ax.set_title("Class balance")
+    return _png(fig)
+
+
+def _tick(label: str) -> str:
+    """A label as plain tick text: cut short, and with `$` escaped (matplotlib parses $...$ as math, and a
+    label like "$x^$" from the data would fail the whole report)."""
+    label = label if len(label) <= MAX_TICK_CHARS else label[: MAX_TICK_CHARS - 1] + "…"
+    return label.replace("$", r"\$")
+
+
+def _hist_png(before: list[Record], after: list[Record]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    lengths_before = [len(r.text.split()) for r in before]
+    lengths_after = [len(r.text.split()) for r in after]
+    bins = range(0, max([*lengths_before, *lengths_after, 1]) + 2, max(1, max([*lengths_before, 1]) // 40))
+    # Shares, not counts: the curated set is often 1-5% of the input and would not show on one axis.
+    if lengths_before:
+        ax.hist(lengths_before, bins=bins, alpha=0.5, label=f"input ({len(before)})", density=True)
+    if lengths_after:  # an empty set has no distribution (and density would divide by zero)
+        ax.hist(lengths_after, bins=bins, alpha=0.6, label=f"curated train ({len(after)})", density=True)
+    ax.set_xlabel("words")
+    ax.set_ylabel("share of records")
+    if lengths_before or lengths_after:
+        ax.legend()
+    ax.set_title("Length distribution")
+    return _png(fig)
+
+
+TEMPLATE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>tunewise curation report</title>
+<style>
+body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:980px;color:#222}
+table{border-collapse:collapse;margin:1rem 0;width:100%}td,th{border:1px solid #ccc;padding:.3rem .5rem;
+text-align:left;vertical-align:top;overflow-wrap:anywhere}th{background:#f3f3f3}.n{text-align:right}.advice{background:#fff6d5;
+padding:.5rem 1rem;border-left:4px solid #e0b000}.ex{font-size:.85em;color:#444}img{max-width:100%}
+</style></head><body>
+<h1>Curation report</h1>
+<p><b>{{ r.totals.input }}</b> input records = <b>{{ r.totals.kept }}</b> kept +
+<b>{{ r.totals.rejected }}</b> rejected (every rejection is in rejects.jsonl with its reason).
+Splits: {% for name, n in r.split_sizes.items() %}{{ name }} {{ n }}{% if not loop.last %}, {% endif %}{% endfor %}.</p>
+{% if r.advice %}<div class="advice"><b>Dataset-size advice</b><ul>
+{% for a in r.advice %}<li>{{ a }}</li>{% endfor %}</ul></div>{% endif %}
+<h2>Steps</h2>
+<p>Steps ran in this order: {{ r.executed_order|join(' → ') }}.{% if r.reordered %} This differs from the order of
+the config's list: steps that remove records run first, then split, then decontaminate, and the steps that sample
+the training set run last (# is the step's place in the list).{% endif %}</p>
+<table><tr><th class="n">#</th><th>step</th><th>category</th><th class="n">in</th><th class="n">kept</th>
+<th class="n">dropped</th><th>reasons</th><th>changed</th><th class="n">seconds</th></tr>
+{% for s in r.steps %}<tr><td class="n">{{ s.position or '' }}</td>
+<td>{{ s.name }}{% if not s.enabled %} (off){% endif %}</td><td>{{ s.category }}</td>
+<td class="n">{{ s.n_in }}</td><td class="n">{{ s.kept }}</td><td class="n">{{ s.dropped.values()|sum }}</td>
+<td>{% for k, v in s.dropped.items() %}{{ k }}: {{ v }}<br>{% endfor %}</td>
+<td>{{ s.changed }}{% for k, v in s.changes.items() %}<br>{{ k }}: {{ v }}{% endfor %}</td>
+<td class="n">{{ '%.1f'|format(s.seconds) }}</td></tr>{% endfor %}
+</table>
+{% if r.plots.class_balance %}<h2>Class balance</h2>
+<img alt="class balance before and after" src="data:image/png;base64,{{ r.plots.class_balance }}">{% endif %}
+<h2>Lengths</h2><img alt="length histogram" src="data:image/png;base64,{{ r.plots.lengths }}">
+<h2>Examples of each drop reason</h2>
+<table style="table-layout:fixed"><tr><th style="width:18%">step / reason</th><th>record</th>
+<th style="width:28%">why</th></tr>
+{% for s in r.steps %}{% for category, examples in s.examples.items() %}{% for e in examples %}
+<tr><td>{{ s.name }}<br><span class="ex">{{ category }}</span></td><td class="ex">{{ e.where }}<br>{{ e.text }}</td>
+<td class="ex">{{ e.reason }}</td></tr>{% endfor %}{% endfor %}{% endfor %}
+</table>
+{% if r.cluster_sizes %}<h2>Duplicate clusters</h2><ul>
+{% for name, sizes in r.cluster_sizes.items() %}<li>{{ name }}: {{ sizes|length }} clusters;
+largest {{ sizes[:10]|join(', ') }}</li>{% endfor %}</ul>{% endif %}
+</body></html>
+"""
