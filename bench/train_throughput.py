@@ -236,7 +236,7 @@ def summarize(runs: list[dict[str, Any]], gemm: float) -> list[dict[str, Any]]:
 
 
 def bars(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The issue's bars for the `tunewise` arm against `trl-sft`."""
+    """The benchmark targets (bars) for the `tunewise` arm against `trl-sft`."""
     checks = []
     for row in summary:
         ref = next((r for r in summary if r["shape"] == row["shape"] and r["arm"] == REFERENCE), None)

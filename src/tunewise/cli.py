@@ -1,4 +1,4 @@
-"""Command line: thin wrappers that load the config and call the pipeline."""
+"""Command line: a thin layer over the Python API (`tunewise.api`); a user error is one red line and exit code 2."""
 
 from __future__ import annotations
 
@@ -84,8 +84,18 @@ def run(
     fresh: FreshOpt = False,
 ) -> None:
     """(Curate if configured,) evaluate the base model, fine-tune with LoRA, evaluate it, compare."""
-    code = (allow_code_execution, allow_unconfined_code)
-    _pipeline(config, overrides, code, do_train=True, do_eval=True, resume_flags=(resume, fresh))
+    with _user_errors():
+        from tunewise import api
+
+        overrides, request = _resume_choice(overrides or [], resume, fresh)
+        config_obj = api.load_config(config, overrides)
+        api.run(
+            config_obj,
+            resume=request,
+            allow_code_execution=allow_code_execution,
+            allow_unconfined_code=allow_unconfined_code,
+            console=console,
+        )
 
 
 @app.command()
@@ -93,7 +103,11 @@ def train(
     config: ConfigArg, overrides: OverridesArg = None, resume: ResumeOpt = False, fresh: FreshOpt = False
 ) -> None:
     """Fine-tune only: writes the run directory with the best adapter and metrics.jsonl."""
-    _pipeline(config, overrides, (False, False), do_train=True, do_eval=False, resume_flags=(resume, fresh))
+    with _user_errors():
+        from tunewise import api
+
+        overrides, request = _resume_choice(overrides or [], resume, fresh)
+        api.train(api.load_config(config, overrides), resume=request, console=console)
 
 
 @app.command("eval")
@@ -107,8 +121,16 @@ def evaluate(
     allow_unconfined_code: AllowUnconfined = False,
 ) -> None:
     """Evaluate the base model and each --adapter on the same split, under every prompt variant."""
-    code = (allow_code_execution, allow_unconfined_code)
-    _pipeline(config, overrides, code, do_train=False, do_eval=True, adapters=adapter or [])
+    with _user_errors():
+        from tunewise import api
+
+        api.evaluate(
+            api.load_config(config, overrides),
+            adapter or [],
+            allow_code_execution=allow_code_execution,
+            allow_unconfined_code=allow_unconfined_code,
+            console=console,
+        )
 
 
 @app.command("predict")
@@ -128,20 +150,18 @@ def predict_command(
     """Write each input row with the model's prediction as JSONL, in the field `pred`: a label (with every
     label's log-probability in `logprobs`) or the generated text."""
     with _user_errors():
-        from tunewise.config import load_config
-        from tunewise.evaluate.predict import predict
+        from tunewise import api
 
-        predict(load_config(config, overrides), input, output, adapter, console)
+        api.predict(api.load_config(config, overrides), input, adapter=adapter, output=output, console=console)
 
 
 @app.command("curate")
 def curate_command(config: ConfigArg, overrides: OverridesArg = None) -> None:
     """Curate the training data: validate, dedup, filter, balance, decontaminate, split; write a report."""
     with _user_errors():
-        from tunewise.config import load_config
-        from tunewise.curate.stage import curate
+        from tunewise import api
 
-        curate(load_config(config, overrides), console)
+        api.curate(api.load_config(config, overrides), console=console)
 
 
 @app.command("sweep")
@@ -153,11 +173,16 @@ def sweep_command(
     allow_unconfined_code: AllowUnconfined = False,
 ) -> None:
     """Optuna sweep over sweep.params: one fine-tune per trial, median-pruned, resumable; writes best.yaml."""
-    with _user_errors((allow_code_execution, allow_unconfined_code)):
-        from tunewise.config import load_config
-        from tunewise.experiments.sweep import sweep
+    with _user_errors():
+        from tunewise import api
 
-        sweep(load_config(config, overrides), config, console, n_trials)
+        api.sweep(
+            api.load_config(config, overrides),
+            n_trials=n_trials,
+            allow_code_execution=allow_code_execution,
+            allow_unconfined_code=allow_unconfined_code,
+            console=console,
+        )
 
 
 @app.command("ablate")
@@ -168,11 +193,15 @@ def ablate_command(
     allow_unconfined_code: AllowUnconfined = False,
 ) -> None:
     """Learning curve over data fractions and curated vs raw at equal budget, on the same test split."""
-    with _user_errors((allow_code_execution, allow_unconfined_code)):
-        from tunewise.config import load_config
-        from tunewise.experiments.ablate import ablate
+    with _user_errors():
+        from tunewise import api
 
-        ablate(load_config(config, overrides), config, console)
+        api.ablate(
+            api.load_config(config, overrides),
+            allow_code_execution=allow_code_execution,
+            allow_unconfined_code=allow_unconfined_code,
+            console=console,
+        )
 
 
 @app.command("report")
@@ -246,29 +275,8 @@ def runs_rm(
             console.print(f"removed {escape(str(path))}")
 
 
-def _pipeline(
-    config_path: Path,
-    overrides: list[str] | None,
-    code: tuple[bool, bool],
-    resume_flags: tuple[bool, bool] | None = None,
-    **kwargs: object,
-) -> None:
-    with _user_errors(code):
-        from tunewise.config import load_config
-        from tunewise.pipeline.stages import run as run_pipeline
-
-        overrides, request = _resume_request(overrides or [], resume_flags)
-        config = load_config(config_path, overrides)
-        run_pipeline(config, config_path, console, resume=request, **kwargs)  # type: ignore[arg-type]
-
-
-def _resume_request(overrides: list[str], flags: tuple[bool, bool] | None) -> tuple[list[str], object]:
-    """(overrides, ResumeRequest or None). `--resume RUN_DIR`: overrides always contain '=', a path does not."""
-    if flags is None:
-        return overrides, None
-    from tunewise.track.resume_target import ResumeRequest
-
-    resume, fresh = flags
+def _resume_choice(overrides: list[str], resume: bool, fresh: bool) -> tuple[list[str], str | Path]:
+    """(overrides, the API's `resume`). `--resume RUN_DIR`: overrides always contain '=', a path does not."""
     paths = [o for o in overrides if "=" not in o]
     if resume and fresh:
         raise TunewiseError("--resume and --fresh contradict each other; give one")
@@ -279,29 +287,22 @@ def _resume_request(overrides: list[str], flags: tuple[bool, bool] | None) -> tu
     if len(paths) > 1:
         raise TunewiseError(f"--resume takes one run directory, got {len(paths)}: {', '.join(paths)}")
     rest = [o for o in overrides if "=" in o]
-    if resume:
-        run_dir = Path(paths[0]) if paths else None
-        if run_dir is not None and not run_dir.is_dir():
+    if resume and paths:
+        run_dir = Path(paths[0])
+        if not run_dir.is_dir():
             raise TunewiseError(f"--resume {run_dir}: no such run directory")
-        return rest, ResumeRequest("resume", run_dir)
-    return rest, ResumeRequest("fresh" if fresh else "auto")
+        return rest, run_dir
+    if resume:
+        return rest, "newest"
+    return rest, "fresh" if fresh else "auto"
 
 
 @contextmanager
-def _user_errors(code: tuple[bool, bool] = (False, False)) -> Iterator[None]:
-    """A TunewiseError is the user's to fix: one red line and exit code 2, no traceback.
-
-    `code` is (--allow-code-execution, --allow-unconfined-code): the only way generated code may run.
-    """
-    from tunewise.evaluate.code_permission import code_execution_allowed
-
+def _user_errors() -> Iterator[None]:
+    """A TunewiseError is the user's to fix: one red line and exit code 2, no traceback."""
     _quiet_libraries()
-    allow, unconfined = code
     try:
-        if unconfined and not allow:
-            raise TunewiseError("--allow-unconfined-code only widens --allow-code-execution; pass both")
-        with code_execution_allowed(allow, unconfined):
-            yield
+        yield
     except TunewiseError as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None

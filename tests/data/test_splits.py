@@ -59,6 +59,26 @@ def test_skip_mode_sends_every_bad_record_to_rejects_with_a_reason(tmp_path: Pat
     assert total == 10 and len(records) + len(rejects) == total
     assert [(r.line, r.field) for r in rejects] == [(3, None), (5, "text"), (7, "label"), (10, None)]
     assert "empty" in rejects[1].reason and "not valid utf-8 at byte" in rejects[3].reason
+    assert [r.to_json()["category"] for r in rejects] == [
+        "format:invalid_json",
+        "format:empty_field",
+        "format:data_type",
+        "format:invalid_encoding",
+    ]
+
+
+def test_an_unknown_label_is_an_unknown_label_whatever_it_or_the_known_labels_say(tmp_path: Path):
+    """Labels are quoted in the reason; words in them ("empty", "missing") never change the category."""
+    train = tmp_path / "train.jsonl"
+    rows = [{"text": f"text {i}", "label": ["missing", "b"][i % 2]} for i in range(20)]
+    rows += [{"text": "x", "label": "empty"}, {"text": "y", "label": "invalid JSON"}]
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    splits = load_splits(_cfg(train, on_error="skip", labels=["missing", "b"]), seed=0)
+    assert [(r.stage, r.field, r.to_json()["category"]) for r in splits.rejects] == [
+        ("labels", "label", "label:unknown_label"),
+        ("labels", "label", "label:unknown_label"),
+    ]
+    assert splits.rejects[0].reason == "unknown label 'empty' (known: missing, b)"
 
 
 def test_unknown_label_in_test_split_is_an_error_listing_known_labels(tmp_path: Path):

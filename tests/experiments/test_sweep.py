@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import optuna
 import pytest
 from rich.console import Console
 
+from tunewise import pipeline
 from tunewise.config import Config, load_config
 from tunewise.errors import ConfigError, DataError
 from tunewise.experiments.sweep import sweep
-from tunewise.pipeline import stages as pipeline
-from tunewise.track import RunDir
 
 GOOD_LR, BAD_LR = 0.02, 1e-9
 
@@ -83,9 +83,9 @@ def test_tiny_sweep_prunes_a_hopeless_trial_resumes_and_writes_the_best_config(w
 
 
 def _fake_run(calls: list[Config], fail_on: Any = None, interrupt_on: Any = None):
-    """pipeline.run stand-in: writes the run dir with a train_end line whose best loss falls with lr."""
+    """pipeline.train_job stand-in: writes the run dir with a train_end line whose best loss falls with lr."""
 
-    def run(config: Config, config_path: Path, console: Console, **kw: Any) -> RunDir:
+    def run(config: Config, config_path: Path, console: Console, **kw: Any) -> SimpleNamespace:
         calls.append(config)
         if config.train.lr == fail_on:
             raise DataError("train.jsonl", 3, "text", "empty")
@@ -95,7 +95,7 @@ def _fake_run(calls: list[Config], fail_on: Any = None, interrupt_on: Any = None
         path.mkdir(parents=True)
         end = {"event": "train_end", "step": 6, "best_step": 6, "best_metric": 1 / config.train.lr}
         (path / "metrics.jsonl").write_text(json.dumps(end) + "\n")
-        return RunDir(path)
+        return SimpleNamespace(run_dir=path)
 
     return run
 
@@ -113,7 +113,7 @@ def test_sweep_over_lr_rank_dropout_and_prompt_variant_builds_typed_trial_config
     )
     config = load_config(path)  # the sweep section validates
     calls: list[Config] = []
-    monkeypatch.setattr(pipeline, "run", _fake_run(calls))
+    monkeypatch.setattr(pipeline, "train_job", _fake_run(calls))
     sweep_dir = sweep(config, path, _console())
 
     rows = _trials(sweep_dir)
@@ -139,7 +139,7 @@ def test_failed_and_interrupted_trials(write_config, monkeypatch):
     config = load_config(path)
     calls: list[Config] = []
     # A user error fails its trial with the message; the sweep goes on and counts it as finished.
-    monkeypatch.setattr(pipeline, "run", _fake_run(calls, fail_on=1e-2))
+    monkeypatch.setattr(pipeline, "train_job", _fake_run(calls, fail_on=1e-2))
     sweep_dir = sweep(config, path, _console(), n_trials=6)
     rows = _trials(sweep_dir)
     assert len(rows) == 6 and {r["state"] for r in rows} == {"COMPLETE", "FAIL"}
@@ -149,7 +149,7 @@ def test_failed_and_interrupted_trials(write_config, monkeypatch):
 
     # Ctrl-C during a trial: trials.json is still written, and the interrupted trial is redone on resume.
     calls.clear()
-    monkeypatch.setattr(pipeline, "run", _fake_run(calls, interrupt_on=1e-1))
+    monkeypatch.setattr(pipeline, "train_job", _fake_run(calls, interrupt_on=1e-1))
     with pytest.raises(KeyboardInterrupt):
         sweep(config, path, _console(), n_trials=20)
     rows = _trials(sweep_dir)
@@ -161,7 +161,7 @@ def test_failed_and_interrupted_trials(write_config, monkeypatch):
     storage = f"sqlite:///{sweep_dir / 'study.db'}"
     optuna.load_study(study_name=sweep_dir.name, storage=storage).ask()
     calls.clear()
-    monkeypatch.setattr(pipeline, "run", _fake_run(calls))
+    monkeypatch.setattr(pipeline, "train_job", _fake_run(calls))
     sweep(config, path, _console(), n_trials=finished_before + 2)
     rows = _trials(sweep_dir)
     assert len(calls) == 2  # two interrupted trials do not count; only the 2 missing ones ran
@@ -174,12 +174,12 @@ def test_an_unexpected_error_fails_one_trial_and_a_changed_space_is_refused_on_r
     calls: list[Config] = []
     fake = _fake_run(calls)
 
-    def sometimes_crashes(config: Config, *args: Any, **kw: Any) -> RunDir:
+    def sometimes_crashes(config: Config, *args: Any, **kw: Any) -> SimpleNamespace:
         if config.train.lr == 1e-3:
             raise RuntimeError("loss is NaN")  # not a user error: still only this trial fails
         return fake(config, *args, **kw)
 
-    monkeypatch.setattr(pipeline, "run", sometimes_crashes)
+    monkeypatch.setattr(pipeline, "train_job", sometimes_crashes)
     sweep_dir = sweep(load_config(path), path, _console())
     rows = _trials(sweep_dir)
     assert len(rows) == 4 and "COMPLETE" in {r["state"] for r in rows}

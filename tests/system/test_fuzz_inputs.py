@@ -1,4 +1,4 @@
-"""Issue #7.5, hostile data: malformed JSONL, CSV and Parquet fed to loading/validation and to curation.
+"""Hostile data: malformed JSONL, CSV and Parquet fed to loading/validation and to curation.
 
 Never a crash or a traceback: the only exception allowed is a DataError for a file that cannot be read as
 a whole, and it names the file. Every record (a non-blank JSONL line, a CSV data row, a Parquet row) is

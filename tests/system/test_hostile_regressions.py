@@ -1,7 +1,7 @@
-"""One test per bug the hostile-data fuzzing (tests/test_fuzz_inputs.py) found, each on a minimal file.
+"""One test per failure mode of hostile data (see tests/system/test_fuzz_inputs.py), each on a minimal file.
 
-Before the fixes each of these crashed with a traceback, refused a whole file for one bad row, put a
-record on the wrong line, or silently kept a value it could not hold.
+Each checks that none of these happens: a traceback, a whole file refused for one bad row, a record put
+on the wrong line, or a value silently kept that it cannot hold.
 """
 
 from __future__ import annotations

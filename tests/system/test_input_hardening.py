@@ -1,9 +1,9 @@
-"""Data input defects a tester reproduced, and adversarial files beyond them: each ends in a one-line error,
+"""Data input defects and adversarial files: each ends in a one-line error,
 a reject with a reason, or working behaviour, with nothing lost, no traceback and no hang.
 
 1. every record rejected (data.on_error: skip): rejects.jsonl is written before the error, which names it;
 2. paths: symlink loops, directories, empty files, pipes, devices, unreadable and oddly named files, and
-   CSV quotes that never close (they used to swallow the rows after them);
+   CSV quotes that never close (the rows after them are read as rows of their own);
 3. hostile sizes: a 50 MB record is rejected or truncated without being tokenized whole;
 4. adversarial JSONL/CSV/Parquet files not covered by tests/test_fuzz_inputs.py.
 """

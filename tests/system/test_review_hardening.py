@@ -1,4 +1,4 @@
-"""Review findings, each one line `error: ...` and exit code 2 (or a clean success), never a traceback:
+"""Hostile input across commands, each one line `error: ...` and exit code 2 (or a clean success), never a traceback:
 
 1. rich markup in user text (labels, output.dir, model.name, --output) is printed literally;
 2. a damaged or mismatched --adapter is a `ModelLoadError` naming the problem (eval and predict);

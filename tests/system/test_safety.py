@@ -1,4 +1,4 @@
-"""Issue #7.4, safe loading: nothing from a model directory, a weights file, a prompt template or a data
+"""Safe loading: nothing from a model directory, a weights file, a prompt template or a data
 file gets to run code, unless the user has reviewed it and said so (model.trust_remote_code: true).
 
 - A source scan (AST, support/safety_scan.py) of src/tunewise finds no pickle, no unsafe torch.load / yaml.load, no

@@ -30,10 +30,11 @@ from rich.console import Console
 
 from support.cli import invoke as _invoke
 from support.cli import only_run as _only_run
+from tunewise.core.format import p_floor_note
 from tunewise.errors import TunewiseError
-from tunewise.evaluate.stats import Difference, p_floor_note
+from tunewise.evaluate.stats import Difference
 from tunewise.pipeline.summary import print_comparison, print_matrix
-from tunewise.track import plots
+from tunewise.track import charts
 from tunewise.track.run_report import render_report
 from tunewise.track.views import show_run
 
@@ -248,14 +249,14 @@ def test_crashed_run_with_a_partial_last_metrics_line_still_renders(tmp_path: Pa
 def test_overfitting_stretch_is_val_rising_while_train_falls():
     train = [(s, 2.0 - 0.1 * s) for s in range(1, 21)]
     val = [(4, 1.5), (8, 1.2), (12, 1.3), (16, 1.4), (20, 1.1)]
-    assert plots.overfitting_stretches(train, val) == [(8, 16)]
+    assert charts.overfitting_stretches(train, val) == [(8, 16)]
     rising_train = [(s, 0.1 * s) for s in range(1, 21)]  # both rise: underfitting noise, not overfitting
-    assert plots.overfitting_stretches(rising_train, val) == []
+    assert charts.overfitting_stretches(rising_train, val) == []
 
 
 def write_fake_sweep(path: Path) -> Path:
     (path / "plots").mkdir(parents=True)
-    (path / "plots" / "history.png").write_bytes(plots.overlay_plot({"trials": [(0, 0.5), (1, 0.4), (2, 0.45)]}))
+    (path / "plots" / "history.png").write_bytes(charts.overlay_plot({"trials": [(0, 0.5), (1, 0.4), (2, 0.45)]}))
     trials = [
         {"number": n, "state": state, "params": {"train.lr": lr}, "value": value, "seconds": 3.0}
         for n, state, lr, value in ((0, "COMPLETE", 1e-5, 0.5), (1, "COMPLETE", 3e-4, 0.4), (2, "PRUNED", 1e-2, 0.1))

@@ -3,6 +3,7 @@
 Writes: a full disk (ENOSPC, EDQUOT) or any other OSError becomes a `TunewiseError` naming the path, the cause in
 words ("no space left on device"), the free space there and what to do. Replacing writes go through a unique
 temporary file, fsynced, then renamed: a reader (or a power cut) sees the old file or the new one, never half.
+A directory (an adapter, a model cache entry) is replaced the same way, through a staging directory beside it.
 
 Reads: only regular files are read (a FIFO would block the reader forever, a device could be endless), and a file
 larger than the caller expects is refused instead of read into memory.
@@ -17,7 +18,7 @@ import os
 import secrets
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,72 @@ def append_text(path: Path, text: str, hint: str | None = None) -> None:
             with contextlib.suppress(OSError):
                 os.truncate(path, start)
             raise
+
+
+# Hidden (never listed as a run or checkpoint) and ending in the writer's pid, so that a resume can tell the
+# staging directory of a killed process (removed) from one a live process is still writing.
+STAGING_PREFIX = ".tmp-"
+
+
+def staging_pid(name: str) -> int | None:
+    """The pid of the process that made a staging directory named `name`, if the name carries one."""
+    tail = name.rsplit("-", 1)[-1]
+    return int(tail) if name.startswith(STAGING_PREFIX) and tail.isdigit() else None
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory (a directory's fsync makes the names in it durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    """fsync every file, then every directory from the deepest up, then `root` itself."""
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        fsync_path(path)
+    for directory in sorted((p for p in root.rglob("*") if p.is_dir()), reverse=True):
+        fsync_path(directory)
+    fsync_path(root)
+
+
+def publish_dir(staged: Path, final: Path) -> None:
+    """Rename the complete directory `staged` to `final` (replacing what is there) and make the rename durable.
+
+    A directory cannot be renamed over a non-empty one, so an existing `final` is first renamed aside, to a staging
+    name a resume removes, and deleted only once the new one is in place: never merged into, never lost first."""
+    aside = None
+    if final.exists():
+        aside = final.parent / f"{STAGING_PREFIX}replaced-{final.name}-{secrets.token_hex(4)}-{os.getpid()}"
+        os.replace(final, aside)
+    try:
+        os.replace(staged, final)
+    except BaseException:
+        if aside is not None:
+            with contextlib.suppress(OSError):
+                os.replace(aside, final)
+        raise
+    fsync_path(final.parent)
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def save_dir_atomically(target: Path, write: Callable[[Path], None]) -> None:
+    """`write(staging_dir)`, then swap the result in for `target`: readers see the old directory or the new one,
+    whole, never a mix (replacing one leaves `target` absent only between two renames). The staging directory is
+    unique (concurrent writers never share one), beside `target` (so the rename stays on one file system), fsynced
+    before the rename, and removed when anything fails."""
+    staged = target.parent / f"{STAGING_PREFIX}{target.name}-{secrets.token_hex(4)}-{os.getpid()}"
+    staged.mkdir()
+    try:
+        write(staged)
+        fsync_tree(staged)
+        publish_dir(staged, target)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
 
 
 def read_regular(path: Path, limit: int) -> bytes:

@@ -4,30 +4,43 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
-from tunewise.data.records import Record
+from tunewise.data.records import Record, RejectCategory, reject_category
 
 
 @dataclass(frozen=True)
 class Verdict:
     record: Record
     drop: str | None = None  # None keeps the record; otherwise the reason it is dropped
-    category: str | None = None  # short stable name of the drop reason, for counting
+    category: RejectCategory | None = None  # the drop's category, for counting; a drop without one is a TypeError
     changes: frozenset[str] = frozenset()  # kinds of change made to a kept record, e.g. {"mojibake"}
+
+    def __post_init__(self) -> None:
+        if self.drop is not None:
+            object.__setattr__(self, "category", reject_category(self.category))
+        elif self.category is not None:
+            raise TypeError(f"a kept record has no drop category, got {self.category!r}")
 
 
 def keep(record: Record, changes: Iterable[str] = ()) -> Verdict:
     return Verdict(record, changes=frozenset(changes))
 
 
-def drop(record: Record, category: str, reason: str) -> Verdict:
+def drop(record: Record, category: RejectCategory, reason: str) -> Verdict:
     return Verdict(record, reason, category)
+
+
+def cluster_sizes(kept_of_each_drop: Iterable[Hashable]) -> list[int]:
+    """Sizes of the duplicate clusters a dedup step found, largest first: for each kept record that others were
+    dropped as copies of (one entry per drop naming it), the record itself plus its copies."""
+    return sorted((n + 1 for n in Counter(kept_of_each_drop).values()), reverse=True)
 
 
 class Step(Protocol):

@@ -1,20 +1,16 @@
-"""curation_report.json and a self-contained curation_report.html (plots embedded as PNG)."""
+"""curation_report.json and a self-contained curation_report.html (plots embedded as PNG data: URIs)."""
 
 from __future__ import annotations
 
-import base64
-import io
 import json
-import warnings
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jinja2 import select_autoescape
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-
 from tunewise.config import Config
+from tunewise.core.html import render_page, write_page
+from tunewise.core.plots import data_uri, literal, new_figure, png_bytes
 from tunewise.curate.engine import CurationResult
 from tunewise.data.records import Record
 
@@ -23,6 +19,7 @@ MIN_GENERATIVE = 2000
 DOMINANT_SHARE = 0.6
 MAX_PLOTTED_CLASSES = 30
 MAX_TICK_CHARS = 24
+PNG_DPI = 110
 
 
 def build_report(
@@ -83,13 +80,12 @@ def _balance_note(balance: Any) -> str:
 
 
 def write_report(report: dict[str, Any], output: Path) -> tuple[Path, Path]:
+    """curation_report.json (everything but the plots) and curation_report.html in `output`."""
     output.mkdir(parents=True, exist_ok=True)
     data = {k: v for k, v in report.items() if k != "plots"}
     json_path = output / "curation_report.json"
     json_path.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    env = ImmutableSandboxedEnvironment(autoescape=select_autoescape(default=True))
-    html_path = output / "curation_report.html"
-    html_path.write_text(env.from_string(TEMPLATE).render(r=report), encoding="utf-8")
+    html_path = write_page(output / "curation_report.html", render_page(TEMPLATE, {"r": report}))
     return json_path, html_path
 
 
@@ -97,28 +93,14 @@ def _labels(records: list[Record]) -> dict[str, int]:
     return dict(sorted(Counter(r.label for r in records if r.label is not None).items()))
 
 
-def _png(fig: Any) -> str:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():  # labels from user data may lack glyphs in the default font
-        warnings.simplefilter("ignore", UserWarning)
-        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
 def _bar_png(balance: dict[str, dict[str, int]]) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Records per class in the input and in the curated training set, as a PNG data: URI."""
     labels = sorted(set(balance["before"]) | set(balance["after"]))
     if len(labels) > MAX_PLOTTED_CLASSES:  # the largest classes; hundreds of bars are unreadable and slow
         by_size = sorted(labels, key=lambda k: -balance["before"].get(k, 0))
         labels = sorted(by_size[:MAX_PLOTTED_CLASSES])
-    fig, ax = plt.subplots(figsize=(6, 3))
+    fig = new_figure(6, 3)
+    ax = fig.subplots()
     x = range(len(labels))
     ax.bar([i - 0.2 for i in x], [balance["before"].get(k, 0) for k in labels], 0.4, label="input")
     ax.bar([i + 0.2 for i in x], [balance["after"].get(k, 0) for k in labels], 0.4, label="curated train")
@@ -127,23 +109,19 @@ def _bar_png(balance: dict[str, dict[str, int]]) -> str:
     ax.set_ylabel("records (log)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: tall bars must stay visible
     ax.set_title("Class balance")
-    return _png(fig)
+    return data_uri(png_bytes(fig, dpi=PNG_DPI))
 
 
 def _tick(label: str) -> str:
     """A label as plain tick text: cut short, and with `$` escaped (matplotlib parses $...$ as math, and a
     label like "$x^$" from the data would fail the whole report)."""
-    label = label if len(label) <= MAX_TICK_CHARS else label[: MAX_TICK_CHARS - 1] + "…"
-    return label.replace("$", r"\$")
+    return literal(label if len(label) <= MAX_TICK_CHARS else label[: MAX_TICK_CHARS - 1] + "…")
 
 
 def _hist_png(before: list[Record], after: list[Record]) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3))
+    """Text lengths in words, input vs curated training set, as a PNG data: URI."""
+    fig = new_figure(6, 3)
+    ax = fig.subplots()
     lengths_before = [len(r.text.split()) for r in before]
     lengths_after = [len(r.text.split()) for r in after]
     bins = range(0, max([*lengths_before, *lengths_after, 1]) + 2, max(1, max([*lengths_before, 1]) // 40))
@@ -157,22 +135,17 @@ def _hist_png(before: list[Record], after: list[Record]) -> str:
     if lengths_before or lengths_after:
         ax.legend()
     ax.set_title("Length distribution")
-    return _png(fig)
+    return data_uri(png_bytes(fig, dpi=PNG_DPI))
 
 
-TEMPLATE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>tunewise curation report</title>
-<style>
-body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:980px;color:#222}
-table{border-collapse:collapse;margin:1rem 0;width:100%}td,th{border:1px solid #ccc;padding:.3rem .5rem;
-text-align:left;vertical-align:top;overflow-wrap:anywhere}th{background:#f3f3f3}.n{text-align:right}.advice{background:#fff6d5;
-padding:.5rem 1rem;border-left:4px solid #e0b000}.ex{font-size:.85em;color:#444}img{max-width:100%}
-</style></head><body>
+# A child of tunewise.core.html's base page: its Content-Security-Policy, shared CSS and autoescaping.
+TEMPLATE = """{% extends "base.html" %}{% block title %}tunewise curation report{% endblock %}
+{% block style %}td,th{overflow-wrap:anywhere}.ex{font-size:.85em;color:#444}{% endblock %}{% block body %}
 <h1>Curation report</h1>
 <p><b>{{ r.totals.input }}</b> input records = <b>{{ r.totals.kept }}</b> kept +
 <b>{{ r.totals.rejected }}</b> rejected (every rejection is in rejects.jsonl with its reason).
 Splits: {% for name, n in r.split_sizes.items() %}{{ name }} {{ n }}{% if not loop.last %}, {% endif %}{% endfor %}.</p>
-{% if r.advice %}<div class="advice"><b>Dataset-size advice</b><ul>
+{% if r.advice %}<div class="note"><b>Dataset-size advice</b><ul>
 {% for a in r.advice %}<li>{{ a }}</li>{% endfor %}</ul></div>{% endif %}
 <h2>Steps</h2>
 <p>Steps ran in this order: {{ r.executed_order|join(' → ') }}.{% if r.reordered %} This differs from the order of
@@ -185,11 +158,11 @@ the training set run last (# is the step's place in the list).{% endif %}</p>
 <td class="n">{{ s.n_in }}</td><td class="n">{{ s.kept }}</td><td class="n">{{ s.dropped.values()|sum }}</td>
 <td>{% for k, v in s.dropped.items() %}{{ k }}: {{ v }}<br>{% endfor %}</td>
 <td>{{ s.changed }}{% for k, v in s.changes.items() %}<br>{{ k }}: {{ v }}{% endfor %}</td>
-<td class="n">{{ '%.1f'|format(s.seconds) }}</td></tr>{% endfor %}
+<td class="n">{{ s.seconds|seconds }}</td></tr>{% endfor %}
 </table>
 {% if r.plots.class_balance %}<h2>Class balance</h2>
-<img alt="class balance before and after" src="data:image/png;base64,{{ r.plots.class_balance }}">{% endif %}
-<h2>Lengths</h2><img alt="length histogram" src="data:image/png;base64,{{ r.plots.lengths }}">
+<img alt="class balance before and after" src="{{ r.plots.class_balance }}">{% endif %}
+<h2>Lengths</h2><img alt="length histogram" src="{{ r.plots.lengths }}">
 <h2>Examples of each drop reason</h2>
 <table style="table-layout:fixed"><tr><th style="width:18%">step / reason</th><th>record</th>
 <th style="width:28%">why</th></tr>
@@ -200,5 +173,4 @@ the training set run last (# is the step's place in the list).{% endif %}</p>
 {% if r.cluster_sizes %}<h2>Duplicate clusters</h2><ul>
 {% for name, sizes in r.cluster_sizes.items() %}<li>{{ name }}: {{ sizes|length }} clusters;
 largest {{ sizes[:10]|join(', ') }}</li>{% endfor %}</ul>{% endif %}
-</body></html>
-"""
+{% endblock %}"""

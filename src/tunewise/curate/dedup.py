@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from tunewise.config.curate import DecontaminateStep, NearDedupStep, SemanticDedupStep
-from tunewise.curate.base import Context, Verdict, drop, keep
-from tunewise.data.records import Record
+from tunewise.curate.base import Context, Verdict, cluster_sizes, drop, keep
+from tunewise.data.records import Record, RejectCategory
 
 EVAL_SPLITS = ("val", "test")
 
@@ -55,21 +54,21 @@ class NearDedup:
         s = self.settings
         hashes = minhashes([ctx.key(r) for r in records], s.shingle, s.shingle_size, s.num_perm)
         index = MinHashLSH(threshold=s.threshold, num_perm=s.num_perm)
-        cluster: Counter[int] = Counter()
+        matches: list[int] = []  # the kept record each drop copies
         for i, (record, signature) in enumerate(zip(records, hashes, strict=True)):
             match = next((j for j in index.query(signature) if signature.jaccard(hashes[j]) >= s.threshold), None)
             if match is None:
                 index.insert(i, signature)
                 yield keep(record)
             else:
-                cluster[match] += 1
+                matches.append(match)
                 similarity = signature.jaccard(hashes[match])
                 yield drop(
                     record,
-                    "dedup:near",
+                    RejectCategory.NEAR_DUPLICATE,
                     f"near-duplicate of {records[match].where} (Jaccard ~{similarity:.2f})",
                 )
-        ctx.cluster_sizes[self.name] = sorted((n + 1 for n in cluster.values()), reverse=True)
+        ctx.cluster_sizes[self.name] = cluster_sizes(matches)
 
 
 @dataclass
@@ -85,7 +84,7 @@ class SemanticDedup:
         threshold = self.settings.threshold
         kept_index: list[int] = []
         kept_vectors = np.zeros((0, vectors.shape[1]), dtype=np.float32)
-        cluster: Counter[int] = Counter()
+        matches: list[int] = []  # the kept record each drop copies
         for start in range(0, len(records), self.chunk):
             block = vectors[start : start + self.chunk]
             before = block @ kept_vectors.T if len(kept_index) else np.zeros((len(block), 0), dtype=np.float32)
@@ -101,10 +100,10 @@ class SemanticDedup:
                         best, best_index = float(within[j, b]), start + b
                 record = records[start + j]
                 if best >= threshold:
-                    cluster[best_index] += 1
+                    matches.append(best_index)
                     yield drop(
                         record,
-                        "dedup:semantic",
+                        RejectCategory.SEMANTIC_DUPLICATE,
                         f"semantic duplicate of {records[best_index].where} (cosine {best:.3f})",
                     )
                 else:
@@ -112,7 +111,7 @@ class SemanticDedup:
                     yield keep(record)
             kept_index += [start + b for b in block_kept]
             kept_vectors = np.concatenate([kept_vectors, block[block_kept]])
-        ctx.cluster_sizes[self.name] = sorted((n + 1 for n in cluster.values()), reverse=True)
+        ctx.cluster_sizes[self.name] = cluster_sizes(matches)
 
 
 @dataclass
@@ -153,7 +152,7 @@ class Decontaminate:
                 source = references[ngrams[shared]]
                 yield drop(
                     record,
-                    "decontam:ngram",
+                    RejectCategory.DECONTAM_NGRAM,
                     f"shares a {s.ngram}-word span with eval record {source.where}: '{' '.join(shared)}'",
                 )
                 continue
@@ -162,7 +161,8 @@ class Decontaminate:
                 None,
             )
             if near is not None:
-                yield drop(record, "decontam:near", f"near-duplicate of eval record {references[near].where}")
+                reason = f"near-duplicate of eval record {references[near].where}"
+                yield drop(record, RejectCategory.DECONTAM_NEAR, reason)
             else:
                 yield keep(record)
 

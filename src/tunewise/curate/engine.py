@@ -28,7 +28,7 @@ from tunewise.curate.select_steps import Balance, LabelErrors, Relevance, Split
 from tunewise.curate.text_steps import Confidence, Conflicts, ExactDedup, Normalize, Quality, Validate
 from tunewise.data.jsonl import write_jsonl
 from tunewise.data.normalize import inference_normalization
-from tunewise.data.records import Record, Reject
+from tunewise.data.records import Record, Reject, reject_category
 from tunewise.errors import TunewiseError
 
 
@@ -145,7 +145,7 @@ def run_steps(
 ) -> CurationResult:
     n_input = len(records) + len(read_rejects)
     rejects = [replace_stage(r, "validate") for r in read_rejects]
-    reports = [StepReport("read", True, n_input, len(records), dict(Counter(r.to_json()["category"] for r in rejects)))]
+    reports = [StepReport("read", True, n_input, len(records), dict(Counter(r.category.value for r in rejects)))]
     plan = plan_steps(cfg.steps)
     note = order_note(plan)
     if note:
@@ -211,10 +211,10 @@ def _run_step(
 
 def _reject(verdict: Verdict, stage: str, report: StepReport) -> Reject:
     """The dropped record as a reject, counted in the step's report (with a few examples per reason)."""
-    category = verdict.category or "other"
+    category = reject_category(verdict.category)  # a drop always has one (Verdict checks it)
     record = verdict.record
-    report.dropped[category] = report.dropped.get(category, 0) + 1
-    examples = report.examples.setdefault(category, [])
+    report.dropped[category.value] = report.dropped.get(category.value, 0) + 1
+    examples = report.examples.setdefault(category.value, [])
     if len(examples) < MAX_EXAMPLES_PER_REASON:
         examples.append({"where": record.where, "text": record.text[:300], "reason": verdict.drop})
     return Reject(

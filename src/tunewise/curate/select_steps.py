@@ -12,7 +12,7 @@ import numpy as np
 
 from tunewise.config.curate import BalanceStep, LabelErrorsStep, RelevanceStep, SplitStep
 from tunewise.curate.base import Context, Verdict, drop, keep
-from tunewise.data.records import Record
+from tunewise.data.records import Record, RejectCategory
 from tunewise.errors import ConfigError
 
 
@@ -48,7 +48,7 @@ class LabelErrors:
             guess = labels[int(probs[i].argmax())]
             reason = f"likely label error: given {record.label!r}, classifier says {guess!r} (p={probs[i].max():.2f})"
             if self.settings.action == "drop":
-                yield drop(record, "label:likely_error", reason)
+                yield drop(record, RejectCategory.LIKELY_LABEL_ERROR, reason)
             else:
                 yield keep(replace(record, extra={**record.extra, "label_issue": reason}))
 
@@ -78,7 +78,8 @@ class Relevance:
                 ranked_in += 1
                 yield keep(record)
             else:
-                yield drop(record, "relevance:low", f"similarity to the task {score:.3f} < cutoff {cutoff:.3f}")
+                reason = f"similarity to the task {score:.3f} < cutoff {cutoff:.3f}"
+                yield drop(record, RejectCategory.LOW_RELEVANCE, reason)
 
 
 @dataclass
@@ -102,7 +103,8 @@ class Balance:
                 yield keep(record)
             else:
                 label = record.label or "all"
-                yield drop(record, "balance:capped", f"class {label!r} sampled down to {caps[record.label or '']}")
+                reason = f"class {label!r} sampled down to {caps[record.label or '']}"
+                yield drop(record, RejectCategory.BALANCE_CAPPED, reason)
 
     def _caps(self, sizes: dict[str, int]) -> dict[str, int]:
         s = self.settings

@@ -14,8 +14,8 @@ from tunewise.curate.base import Context
 from tunewise.curate.curation_report import build_report, write_report
 from tunewise.curate.engine import CurationResult, plan_steps, run_steps, write_splits
 from tunewise.data.files import display_path
-from tunewise.data.readers import brief, known_labels
-from tunewise.data.records import Record, Reject
+from tunewise.data.readers import known_labels
+from tunewise.data.records import Record, Reject, RejectCategory, brief
 from tunewise.data.splits import SKIP_HINT, check_data_paths, load_file
 from tunewise.errors import ConfigError, DataError, RenderError
 
@@ -97,8 +97,8 @@ def check_eval_labels(
         reason = f"unknown label {brief(record.label)} (known: {known})"
         if data.on_error == "raise":
             raise DataError(record.source, record.line, column, reason, SKIP_HINT)
-        category = "label:unknown_label"
-        rejects.append(Reject(record.source, record.line, column, reason, "labels", record.to_row(), category))
+        category = RejectCategory.UNKNOWN_LABEL
+        rejects.append(Reject(record.source, record.line, column, reason, "labels", record.to_row(), category=category))
     return kept
 
 

@@ -17,10 +17,10 @@ from tunewise.config.curate import (
     QualityStep,
     ValidateStep,
 )
-from tunewise.curate.base import Context, Verdict, drop, keep
+from tunewise.curate.base import Context, Verdict, cluster_sizes, drop, keep
 from tunewise.data.normalize import TextNormalization
-from tunewise.data.readers import brief, known_labels
-from tunewise.data.records import Record
+from tunewise.data.readers import known_labels
+from tunewise.data.records import Record, RejectCategory, brief
 from tunewise.errors import ConfigError
 
 
@@ -38,15 +38,15 @@ class Validate:
         lengths: list[int | str] = self.lengths_of(records) if limit and self.lengths_of else [0] * len(records)
         for record, n in zip(records, lengths, strict=True):
             if isinstance(n, str):
-                yield drop(record, "format:unrenderable", f"the prompt cannot be rendered: {n}")
+                yield drop(record, RejectCategory.UNRENDERABLE, f"the prompt cannot be rendered: {n}")
             elif allowed and record.label is not None and record.label not in allowed:
                 yield drop(
                     record,
-                    "label:unknown_label",
+                    RejectCategory.UNKNOWN_LABEL,
                     f"unknown label {brief(record.label)} (known: {known_labels(self.labels or [])})",
                 )
             elif limit and n > limit:
-                yield drop(record, "length:too_many_tokens", f"{n} tokens > max_tokens {limit}")
+                yield drop(record, RejectCategory.TOO_MANY_TOKENS, f"{n} tokens > max_tokens {limit}")
             else:
                 yield keep(record)
 
@@ -94,9 +94,11 @@ class Conflicts:
                 if record.label == top:
                     yield keep(record)
                 else:
-                    yield drop(record, "label:minority_label", f"label {record.label!r} outvoted ({summary})")
+                    reason = f"label {record.label!r} outvoted ({summary})"
+                    yield drop(record, RejectCategory.MINORITY_LABEL, reason)
             else:
-                yield drop(record, "label:conflicting_labels", f"same text with different labels ({summary})")
+                reason = f"same text with different labels ({summary})"
+                yield drop(record, RejectCategory.CONFLICTING_LABELS, reason)
         ctx.notes["conflicting_texts"] = conflicts
 
 
@@ -107,16 +109,16 @@ class ExactDedup:
 
     def __call__(self, records: list[Record], ctx: Context) -> Iterator[Verdict]:
         first: dict[str, Record] = {}
-        sizes: Counter[str] = Counter()
+        matches: list[str] = []  # the key of the kept record each drop copies
         for record in records:
             key = ctx.key(record)
-            sizes[key] += 1
             if key in first:
-                yield drop(record, "dedup:exact", f"exact duplicate of {first[key].where}")
+                matches.append(key)
+                yield drop(record, RejectCategory.EXACT_DUPLICATE, f"exact duplicate of {first[key].where}")
             else:
                 first[key] = record
                 yield keep(record)
-        ctx.cluster_sizes[self.name] = sorted((n for n in sizes.values() if n > 1), reverse=True)
+        ctx.cluster_sizes[self.name] = cluster_sizes(matches)
 
 
 @dataclass
@@ -131,24 +133,26 @@ class Quality:
         for record, language in zip(records, languages, strict=True):
             problem = self.check(record.text)
             if problem is None and language is not None and language not in (allowed or []):
-                problem = ("quality:language", f"language {language}, not one of {allowed}")
+                problem = (RejectCategory.QUALITY_LANGUAGE, f"language {language}, not one of {allowed}")
             yield drop(record, *problem) if problem else keep(record)
 
-    def check(self, text: str) -> tuple[str, str] | None:
+    def check(self, text: str) -> tuple[RejectCategory, str] | None:
+        """(category, reason) of the first quality problem of `text`, or None."""
         s = self.settings
         words = text.split()
         if len(words) < s.min_words:
-            return "quality:too_short", f"{len(words)} words < min_words {s.min_words}"
+            return RejectCategory.QUALITY_TOO_SHORT, f"{len(words)} words < min_words {s.min_words}"
         if s.max_words and len(words) > s.max_words:
-            return "quality:too_long", f"{len(words)} words > max_words {s.max_words}"
+            return RejectCategory.QUALITY_TOO_LONG, f"{len(words)} words > max_words {s.max_words}"
         if len(words) >= 5 and (rep := 1 - len(set(words)) / len(words)) > s.max_repetition:
-            return "quality:repetitive", f"{rep:.0%} of words are repeats > {s.max_repetition:.0%}"
+            return RejectCategory.QUALITY_REPETITIVE, f"{rep:.0%} of words are repeats > {s.max_repetition:.0%}"
         symbols = sum(not (c.isalnum() or c.isspace()) for c in text) / max(len(text), 1)
         if symbols > s.max_symbol_ratio:
-            return "quality:symbols", f"{symbols:.0%} symbols > {s.max_symbol_ratio:.0%}"
+            return RejectCategory.QUALITY_SYMBOLS, f"{symbols:.0%} symbols > {s.max_symbol_ratio:.0%}"
         garbled = garbled_ratio(text)
         if garbled > s.max_garbled_ratio:
-            return "quality:garbled", f"{garbled:.1%} garbled characters > {s.max_garbled_ratio:.1%}"
+            reason = f"{garbled:.1%} garbled characters > {s.max_garbled_ratio:.1%}"
+            return RejectCategory.QUALITY_GARBLED, reason
         return None
 
 
@@ -210,8 +214,9 @@ class Confidence:
             if score is not None and not math.isfinite(score):
                 score = None  # NaN would pass every threshold (NaN < min is False): it is no confidence value
             if score is None:
-                yield (keep(record) if s.keep_missing else drop(record, "label:no_confidence", f"no '{s.field}' value"))
+                missing = drop(record, RejectCategory.NO_CONFIDENCE, f"no '{s.field}' value")
+                yield keep(record) if s.keep_missing else missing
             elif score < s.min:
-                yield drop(record, "label:low_confidence", f"{s.field} {score:.2f} < {s.min}")
+                yield drop(record, RejectCategory.LOW_CONFIDENCE, f"{s.field} {score:.2f} < {s.min}")
             else:
                 yield keep(record)

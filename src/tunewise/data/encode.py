@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from tunewise.data.prompt import PromptRenderer
-from tunewise.data.records import Record, Reject
+from tunewise.data.records import Record, Reject, RejectCategory
+from tunewise.data.template_sizes import RecordTooLong
 from tunewise.errors import RenderError
 
 IGNORE_INDEX = -100
@@ -104,21 +104,20 @@ def encode_records(
                 f"answer cut entirely by train.max_length={max_length} "
                 f"(prompt is {n if exact else f'over {n - 1}'} tokens); raise train.max_length or shorten the prompt"
             )
-            rejects.append(Reject(record.source, record.line, None, reason, stage="encode"))
+            category = RejectCategory.TOO_MANY_TOKENS
+            rejects.append(Reject(record.source, record.line, None, reason, stage="encode", category=category))
             continue
         item.label = record.label
         encoded.append(item)
     return encoded, rejects
 
 
-# The template engine's size limits (data/template_limits.py) say "... exceeds the limit of N characters" or
-# "... over the limit of N": a prompt of a million characters is far more than any max_length holds.
-_SIZE_LIMIT = re.compile(r"(exceeds|over) the limit of \d+")
-
-
 def _unrenderable(record: Record, exc: RenderError, max_length: int) -> Reject:
-    if _SIZE_LIMIT.search(exc.reason):
+    """A record the prompt cannot be made of. Past a size limit of the template engine (RecordTooLong) it is too
+    long: a prompt of a million characters is far more than any max_length holds."""
+    if isinstance(exc, RecordTooLong):
         reason = f"too long: {exc.reason}, far more than train.max_length={max_length} tokens hold; shorten it"
-        return Reject(record.source, record.line, None, reason, stage="encode", category="length:too_many_tokens")
-    reason = f"the prompt cannot be rendered: {exc.reason}"
-    return Reject(record.source, record.line, None, reason, stage="encode", category="format:unrenderable")
+        category = RejectCategory.TOO_MANY_TOKENS
+    else:
+        reason, category = f"the prompt cannot be rendered: {exc.reason}", RejectCategory.UNRENDERABLE
+    return Reject(record.source, record.line, None, reason, stage="encode", category=category)

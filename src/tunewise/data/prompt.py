@@ -18,7 +18,7 @@ from jinja2.utils import Namespace
 from tunewise.config import PromptSettings
 from tunewise.data.records import ANSWER_FIELDS, Record
 from tunewise.data.template_limits import DEFAULT_LIMITS, BoundedEnvironment, TemplateLimits
-from tunewise.data.template_sizes import checked_fromkeys, checked_pairs
+from tunewise.data.template_sizes import RecordTooLong, checked_fromkeys, checked_pairs
 from tunewise.errors import ConfigError, RenderError, TunewiseError
 
 DEFAULT_TEMPLATES = {
@@ -141,7 +141,7 @@ class PromptRenderer:
     def _messages(self, record: Record) -> list[dict[str, str]]:
         messages, most = record.fields["messages"], self.limits.chat_messages
         if len(messages) > most:  # segments() renders the turns before each answer again: n x n work
-            raise RenderError(f"conversation of {len(messages)} messages exceeds the limit of {most}")
+            raise RecordTooLong(f"conversation of {len(messages)} messages exceeds the limit of {most}")
         return self._with_system([dict(m) for m in messages])
 
     def _chat(self, messages: list[dict[str, str]], generation_prompt: bool) -> str:
@@ -333,4 +333,4 @@ def _located(record: Record) -> Iterator[None]:
     except RenderError as exc:
         if exc.where:
             raise
-        raise RenderError(exc.reason, record.where) from None
+        raise type(exc)(exc.reason, record.where) from None  # the same kind: too long stays too long

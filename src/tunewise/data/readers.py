@@ -4,7 +4,8 @@ Input files are treated as hostile: undecodable bytes, lone surrogates, NUL byte
 nested JSON, broken CSV quotes, oversized records and values a library cannot convert each become a bad
 row with a reason (and the field, when one is to blame), so they land in rejects. Only a file that cannot
 be read as a whole (missing, not a regular file, compressed, not Parquet, a CSV header that is
-undecodable or names a column twice, a CSV record past the size limit) is a DataError.
+undecodable or names a column twice, a CSV record past the size limit) is a DataError. Each bad row's
+problem names its RejectCategory where it is found.
 """
 
 from __future__ import annotations
@@ -19,20 +20,20 @@ from pathlib import Path
 from typing import Any
 
 from tunewise.data.files import check_readable, display_path
+from tunewise.data.records import MAX_REASON_VALUE, Problem, RejectCategory
 from tunewise.errors import DataError
 
 # (line, row, problem, field the problem is in): a good row has no problem, a bad one no row.
-Row = tuple[int, dict[str, Any] | None, str | None, str | None]
+Row = tuple[int, dict[str, Any] | None, Problem | None, str | None]
 ENCODING_HINT = "fix the file's encoding or set data.encoding, e.g. latin-1"
 # A lone surrogate cannot be written as UTF-8: from a JSON escape like "\ud800", or (CSV) an undecodable
 # byte that surrogateescape kept in place so the row, not the file, is rejected.
 _SURROGATE = re.compile("[\ud800-\udfff]")
-MAX_REASON_VALUE = 60  # characters of a bad value quoted in a reason: a 5 MB value must not become the message
 # One record (a JSONL line, a CSV record, a Parquet row) may hold this much. A million-token context is
 # ~4 MB of text, so no max_length can use more; the bound keeps a runaway file (no line breaks, a CSV
 # quote never closed) from being read into memory whole. Bytes for JSONL and Parquet, characters for CSV.
 MAX_RECORD_BYTES = 64 << 20
-TOO_LARGE = "record too large"  # the start of every such reason: records.category_of keys on it
+TOO_LARGE = "record too large"  # the start of every such reason
 # Values nested deeper than this are refused when read. Without a fixed bound the limit is Python's
 # recursion limit minus the caller's stack depth: a line `tunewise curate` keeps could fail `tunewise run`.
 MAX_NESTING = 100  # as Parquet's own schema depth limit
@@ -49,12 +50,6 @@ def read_rows(path: Path, fmt: str = "auto", encoding: str = "utf-8") -> Iterato
         raise DataError(display_path(path), 0, None, reason, "check it") from None
 
 
-def brief(value: Any, limit: int = MAX_REASON_VALUE) -> str:
-    """repr() of a value for a reason or error message, cut to `limit` characters."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def known_labels(labels: list[str], limit: int = 20) -> str:
     """The label set for an "unknown label" reason: at most `limit` labels, each cut to a readable length."""
     shown = [label if len(label) <= MAX_REASON_VALUE else label[: MAX_REASON_VALUE - 3] + "..." for label in labels]
@@ -65,8 +60,9 @@ def _is_utf8(encoding: str) -> bool:
     return codecs.lookup(encoding).name == "utf-8"
 
 
-def _too_large(size: int) -> str:
-    return f"{TOO_LARGE}: {size:,} bytes, over the {MAX_RECORD_BYTES >> 20} MiB one record may hold; shorten it"
+def _too_large(size: int) -> Problem:
+    reason = f"{TOO_LARGE}: {size:,} bytes, over the {MAX_RECORD_BYTES >> 20} MiB one record may hold; shorten it"
+    return Problem(RejectCategory.RECORD_TOO_LARGE, reason)
 
 
 def _lines(fh: Any) -> Iterator[tuple[bytes, int]]:
@@ -91,7 +87,8 @@ def _read_jsonl(path: Path, encoding: str) -> Iterator[Row]:
             try:
                 text = raw.decode(encoding)
             except UnicodeDecodeError as exc:
-                yield number, None, f"not valid {encoding} at byte {exc.start} of the line ({ENCODING_HINT})", None
+                reason = f"not valid {encoding} at byte {exc.start} of the line ({ENCODING_HINT})"
+                yield number, None, Problem(RejectCategory.INVALID_ENCODING, reason), None
                 continue
             text = text.lstrip("\ufeff") if number == 1 else text
             if not text.strip():
@@ -99,16 +96,19 @@ def _read_jsonl(path: Path, encoding: str) -> Iterator[Row]:
             try:
                 row = json.loads(text)
             except json.JSONDecodeError as exc:
-                yield number, None, f"invalid JSON at column {exc.colno}: {exc.msg}", None
+                reason = f"invalid JSON at column {exc.colno}: {exc.msg}"
+                yield number, None, Problem(RejectCategory.INVALID_JSON, reason), None
                 continue
             except ValueError as exc:  # e.g. an integer of more than 4300 digits
-                yield number, None, f"invalid JSON: {str(exc).split(':')[0]}", None
+                reason = f"invalid JSON: {str(exc).split(':')[0]}"
+                yield number, None, Problem(RejectCategory.INVALID_JSON, reason), None
                 continue
             except RecursionError:
-                yield number, None, "invalid JSON: nested too deeply", None
+                yield number, None, Problem(RejectCategory.INVALID_JSON, "invalid JSON: nested too deeply"), None
                 continue
             if not isinstance(row, dict):
-                yield number, None, f"expected a JSON object, got {type(row).__name__}", None
+                reason = f"expected a JSON object, got {type(row).__name__}"
+                yield number, None, Problem(RejectCategory.DATA_TYPE, reason), None
                 continue
             found = _find_unwritable(row)
             if found:
@@ -117,8 +117,8 @@ def _read_jsonl(path: Path, encoding: str) -> Iterator[Row]:
             yield number, row, None, None
 
 
-def _find_unwritable(row: dict[str, Any]) -> tuple[str, str] | None:
-    """(top-level field, reason) for a value later stages could not write: a lone surrogate (in a key or a
+def _find_unwritable(row: dict[str, Any]) -> tuple[str, Problem] | None:
+    """(top-level field, problem) for a value later stages could not write: a lone surrogate (in a key or a
     string, at any depth) or nesting deeper than MAX_NESTING."""
     for key, value in row.items():
         stack: list[tuple[Any, int]] = [(key, 0), (value, 1)]
@@ -129,9 +129,11 @@ def _find_unwritable(row: dict[str, Any]) -> tuple[str, str] | None:
                     # the key itself may hold the surrogate: name it escaped, so the reject can be written
                     where = key.encode("utf-8", "backslashreplace").decode("utf-8")
                     char = match.group()
-                    return where, f"not valid Unicode: lone surrogate {char!r} (from a \\u escape); remove or fix it"
+                    reason = f"not valid Unicode: lone surrogate {char!r} (from a \\u escape); remove or fix it"
+                    return where, Problem(RejectCategory.INVALID_ENCODING, reason)
             elif isinstance(item, dict | list) and depth >= MAX_NESTING:
-                return _printable(key), f"value nested more than {MAX_NESTING} levels deep; flatten it"
+                reason = f"value nested more than {MAX_NESTING} levels deep; flatten it"
+                return _printable(key), Problem(RejectCategory.NESTED_TOO_DEEPLY, reason)
             elif isinstance(item, dict):
                 stack += [(k, depth + 1) for k in item] + [(v, depth + 1) for v in item.values()]
             elif isinstance(item, list):
@@ -214,7 +216,7 @@ def _scan_quotes(lines: list[str], first: int, strict: bool = True) -> tuple[int
     return opened, "open" if quoted else "closed"
 
 
-def _csv_records(src: _Lines, path: Path) -> Iterator[tuple[int, list[str] | None, str | None]]:
+def _csv_records(src: _Lines, path: Path) -> Iterator[tuple[int, list[str] | None, Problem | None]]:
     """(first line, cells, problem) for each record. csv's strict mode finds broken quotes; the non-strict
     reader would merge every line up to the next quote (or the end) into one record without a word."""
     reader = csv.reader(src, strict=True)
@@ -257,22 +259,24 @@ def _runaway(src: _Lines, start: int) -> tuple[str, str]:
     return reason, "shorten it, or check that the file is CSV"
 
 
-def _quote_problem(state: str, opened: int, last: int, error: str) -> str:
+def _quote_problem(state: str, opened: int, last: int, error: str) -> Problem:
     if state == "open":
-        return (
+        reason = (
             f"unterminated quote: the quoted field opened on line {opened} never closes "
             f"(the {last - opened} line(s) after it are read as rows of their own); {QUOTE_HINT}"
         )
-    if state == "text after quote" and last > opened:
-        return (
+    elif state == "text after quote" and last > opened:
+        reason = (
             f"unbalanced quote: the quoted field opened on line {opened} runs on to line {last} "
             f"(the lines after line {opened} are read as rows of their own); {QUOTE_HINT}"
         )
-    if state == "text after quote":
-        return (
+    elif state == "text after quote":
+        reason = (
             f"stray quote on line {opened}: text follows a closing quote and another quote is left open; {QUOTE_HINT}"
         )
-    return f"unreadable CSV: {error}; {QUOTE_HINT}"
+    else:
+        return Problem(RejectCategory.INVALID_CSV, f"unreadable CSV: {error}; {QUOTE_HINT}")
+    return Problem(RejectCategory.UNBALANCED_QUOTE, reason)
 
 
 def _read_csv(path: Path, encoding: str) -> Iterator[Row]:
@@ -287,7 +291,7 @@ def _read_csv(path: Path, encoding: str) -> Iterator[Row]:
             header = None
             for line, cells, problem in records:  # blank lines before the header are not rows
                 if problem:
-                    raise DataError(display_path(path), line, None, f"the header: {problem}")
+                    raise DataError(display_path(path), line, None, f"the header: {problem.reason}")
                 if cells:
                     header = cells
                     break
@@ -316,12 +320,13 @@ def _check_header(path: Path, header: list[str], line: int, encoding: str) -> No
 
 def _csv_row(line: int, header: list[str], cells: list[str], encoding: str) -> Row:
     if len(cells) > len(header):
-        return line, None, f"more values than the {len(header)} header columns", None
+        reason = f"more values than the {len(header)} header columns"
+        return line, None, Problem(RejectCategory.EXTRA_VALUES, reason), None
     for name, cell in zip(header, cells, strict=False):
         if match := _SURROGATE.search(cell):
             byte = ord(match.group()) - 0xDC00  # surrogateescape maps byte b to U+DC00 + b
             reason = f"not valid {encoding}: byte 0x{byte:02x} at character {match.start()} ({ENCODING_HINT})"
-            return line, None, reason, name
+            return line, None, Problem(RejectCategory.INVALID_ENCODING, reason), name
     row: dict[str, Any] = dict.fromkeys(header)  # missing trailing values read as None, i.e. "missing"
     row.update(zip(header, cells, strict=False))
     return line, row, None, None
@@ -388,5 +393,5 @@ def _parquet_row(number: int, batch: Any, i: int) -> Row:
             row[name] = column[i].as_py()
         except Exception as exc:  # OverflowError, UnicodeDecodeError, ArrowInvalid, ...
             reason = f"value cannot be read ({type(exc).__name__}: {_first_line(exc)[:120]}); fix the column type"
-            return number, None, reason, name
+            return number, None, Problem(RejectCategory.DATA_TYPE, reason), name
     return number, row, None, None

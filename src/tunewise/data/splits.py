@@ -10,8 +10,8 @@ from pathlib import Path
 
 from tunewise.config import DataConfig
 from tunewise.data.files import check_readable, display_path
-from tunewise.data.readers import brief, known_labels, read_rows
-from tunewise.data.records import Record, Reject, build_record
+from tunewise.data.readers import known_labels, read_rows
+from tunewise.data.records import Record, Reject, RejectCategory, brief, build_record
 from tunewise.errors import DataError
 
 SKIP_HINT = "fix the record, or set data.on_error: skip to send bad records to rejects.jsonl"
@@ -45,7 +45,7 @@ def load_file(path: Path, cfg: DataConfig, need_answer: bool = True) -> tuple[li
     source = display_path(path)  # printable and writable even when the file name is not UTF-8
     for line, row, problem, column in read_rows(path, cfg.format, cfg.encoding):
         total += 1
-        item = Reject(source, line, column, problem, raw=None) if problem else None
+        item = Reject(source, line, column, problem.reason, category=problem.category) if problem else None
         if item is None and row is not None:
             item = build_record(row, cfg.kind, cfg.fields, source, line, need_answer)
         if isinstance(item, Reject):
@@ -151,7 +151,8 @@ def _check_labels(
             continue
         known = known_labels(labels)
         reason = f"unknown label {brief(label)} (known: {known}" + (", from the training file)" if inferred else ")")
-        _raise_or_keep(Reject(record.source, record.line, column, reason, stage="labels"), cfg, rejects)
+        category = RejectCategory.UNKNOWN_LABEL
+        _raise_or_keep(Reject(record.source, record.line, column, reason, "labels", category=category), cfg, rejects)
     return kept
 
 

@@ -15,8 +15,9 @@ Jinja's sandbox stops escapes to Python internals, not work: `range(10**9)`, nes
   `strip(chars)`, `rfind`, punycode, a deep `pprint`, colliding keys in `unique`) is refused before it runs.
 - nesting: blocks and brackets deeper than `nesting` are refused before Jinja's recursive parser sees them.
 
-Limits a record's size can reach (output and value sizes) raise `RenderError`: that record is rejected. Limits that
-only the template's logic reaches (time, steps, range, number size, nesting) raise `ConfigError`: the run stops.
+Limits a record's size can reach (output and value sizes) raise `RecordTooLong` (a `RenderError`): that record is
+rejected as too long. Limits that only the template's logic reaches (time, steps, range, number size, nesting) raise
+`ConfigError`: the run stops.
 """
 
 from __future__ import annotations

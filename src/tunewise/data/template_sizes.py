@@ -24,6 +24,11 @@ if TYPE_CHECKING:
     from tunewise.data.template_limits import TemplateLimits
 
 
+class RecordTooLong(RenderError):
+    """A record's content would take its render past a size limit: far more than any max_length holds, so the
+    record is rejected as too long (length:too_many_tokens), not as unrenderable."""
+
+
 class LimitExceeded(Exception):
     """Raised inside a render; `render` turns it into the user's error. Not a TemplateError: no filter swallows it."""
 
@@ -32,7 +37,7 @@ class LimitExceeded(Exception):
         self.per_record = per_record  # the record's size may be to blame: reject it, don't stop the run
 
     def as_error(self, what: str) -> TunewiseError:
-        return (RenderError if self.per_record else ConfigError)(f"{what}: {self}")
+        return (RecordTooLong if self.per_record else ConfigError)(f"{what}: {self}")
 
 
 _VIEWS = (type({}.keys()), type({}.values()), type({}.items()))

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-BOOTSTRAP_RESAMPLES = 1000  # what every tunewise comparison uses; also assumed for a difference that omits it
+# How a p reads (`p ≤ 0.001` at the floor 1 / (resamples + 1)) is tunewise.core.format's; these names stay
+# importable from here, beside the bootstrap that produces the p.
+from tunewise.core.format import BOOTSTRAP_RESAMPLES, format_p, format_p_value, p_floor, p_floor_note
+
+__all__ = [
+    "BOOTSTRAP_RESAMPLES",
+    "Difference",
+    "format_p",
+    "format_p_value",
+    "macro_f1_difference",
+    "macro_f1_from_indices",
+    "mean_difference",
+    "p_floor",
+    "p_floor_note",
+    "paired_bootstrap",
+]
 
 
 @dataclass(frozen=True)
@@ -55,53 +69,6 @@ def paired_bootstrap(
     # Under the null the centred bootstrap deltas show how far chance alone moves the difference.
     p_value = (1 + np.sum(np.abs(deltas - observed) >= abs(observed))) / (resamples + 1)
     return Difference(float(observed), float(low), float(high), float(p_value), n, resamples)
-
-
-def p_floor(resamples: int) -> float:
-    """The smallest p `paired_bootstrap` can return: 1 / (resamples + 1), when no resample moved the difference
-    as far as the observed one. The true p may be smaller still; more resamples would be needed to tell."""
-    return 1 / (resamples + 1)
-
-
-def stored_resamples(value: object) -> int:
-    """The resample count a stored difference (eval.json, eval_matrix.json) records; BOOTSTRAP_RESAMPLES where
-    it is absent or not a plausible count (a damaged file)."""
-    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 1 << 53:
-        return value
-    return BOOTSTRAP_RESAMPLES
-
-
-def at_p_floor(p: float, resamples: int) -> bool:
-    # Up to rounding: a p read back from eval.json is the float the bootstrap computed, or its JSON repr.
-    return p <= p_floor(resamples) * (1 + 1e-9)
-
-
-def format_p_value(p: float, resamples: int = BOOTSTRAP_RESAMPLES) -> str:
-    """The p of a table's p column: `0.012`, or `≤ 0.001` at the floor of `resamples` resamples (`p_floor`,
-    rounded up to one significant digit so the bound stays true: 1/1001 shows as ≤ 0.001). "< 0.001" would
-    claim more than the resamples show, "0.001" a precision they do not have."""
-    floor = p_floor(resamples)
-    exponent = math.floor(math.log10(floor))
-    shown = math.ceil(floor / 10**exponent - 1e-9) * 10**exponent  # one significant digit, rounded up
-    decimals = max(3, math.ceil(-math.log10(shown) - 1e-9))  # enough to show the floor
-    if at_p_floor(p, resamples):
-        return f"≤ {shown:.{decimals}f}"
-    return f"{p:.{decimals}f}"
-
-
-def format_p(p: float, resamples: int = BOOTSTRAP_RESAMPLES) -> str:
-    """The p as a statement, `p = 0.012` or `p ≤ 0.001` (see `format_p_value`): console and HTML report alike."""
-    value = format_p_value(p, resamples)
-    return f"p {value}" if value.startswith("≤") else f"p = {value}"
-
-
-def p_floor_note(resamples: int = BOOTSTRAP_RESAMPLES) -> str:
-    """What a p at the floor means, for the footnote under a table of differences."""
-    return (
-        f"p: two-sided, from {resamples:,} paired-bootstrap resamples, which cannot give a p below "
-        f"1/{resamples + 1:,}; p {format_p_value(p_floor(resamples), resamples)} means no resample moved the "
-        "difference as far as observed, and the true p may be smaller still."
-    )
 
 
 def mean_difference(scores_a: list[float], scores_b: list[float], **kw) -> Difference:

@@ -33,7 +33,7 @@ def curated_once(config: Config, console: Console) -> Config:
     if config.curate is None:
         return config
     from tunewise.curate.stage import curate
-    from tunewise.pipeline.stages import with_curated_data
+    from tunewise.pipeline.prepare import with_curated_data
 
     return with_curated_data(config, curate(config, console, for_run=True).splits)
 

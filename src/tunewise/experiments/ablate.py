@@ -22,16 +22,18 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from tunewise import pipeline
 from tunewise.config import Config, validate_config
+from tunewise.core.format import format_p
+from tunewise.core.plots import save_png
 from tunewise.data.jsonl import write_jsonl
 from tunewise.data.records import Record
 from tunewise.data.splits import DataSplits, load_splits
 from tunewise.errors import ConfigError
-from tunewise.evaluate.stats import Difference, format_p
+from tunewise.evaluate.stats import Difference
 from tunewise.evaluate.tasks import EvalTask, task_for
 from tunewise.experiments import curated_once, experiment_name, metric_ci
 from tunewise.experiments.raw_arms import RawDraws, draw_json, draw_raw_arms, label_counts, report_lines
-from tunewise.pipeline import stages as pipeline
 
 
 def ablate(config: Config, config_path: Path, console: Console) -> Path:
@@ -59,8 +61,8 @@ def ablate(config: Config, config_path: Path, console: Console) -> Path:
         raw["train"]["max_steps"] = max_steps
         raw["output"]["name"] = f"{name}-{label}"
         arm_config = validate_config(raw, source=f"ablation arm {label}")
-        run_dir = pipeline.run(arm_config, config_path, console, do_train=True, do_eval=True)
-        return _arm_result(run_dir.path, label, len(train), task, seed)
+        outcome = pipeline.run_job(arm_config, config_path, console)
+        return _arm_result(outcome.run_dir, label, len(train), task, seed)
 
     fractions = sorted({*config.ablate.fractions, 1.0})  # the full set is every arm's reference
     arms = []
@@ -293,7 +295,7 @@ def _plot(payload: dict[str, Any], path: Path) -> None:
     ax.set_title(f"Learning curve: {payload['name']}")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    save_png(fig, path)
 
 
 def _yerr(arms: list[dict[str, Any]]) -> list[list[float]] | None:

@@ -22,10 +22,12 @@ from rich.markup import escape
 from rich.table import Table
 from transformers import TrainerCallback
 
-from tunewise.config import Config, SweepParam, validate_config
+from tunewise import pipeline
+from tunewise.config import Config, SweepParam, greater_is_better, validate_config
+from tunewise.core.plots import save_png
+from tunewise.data.variants import DEFAULT_PROMPT
 from tunewise.errors import ConfigError, TunewiseError
 from tunewise.experiments import curated_once, experiment_name, set_dotted
-from tunewise.pipeline import stages as pipeline
 from tunewise.track.store import index_run, read_info, write_info
 
 VARIANT_KEY = "prompt.variant"
@@ -85,11 +87,7 @@ def _check_params(params: dict[str, SweepParam]) -> None:
 
 def _open_study(config: Config, n_trials: int, name: str, sweep_dir: Path, metric: str) -> optuna.Study:
     """Create the study, or load it to resume: finished trials are kept, interrupted ones marked failed."""
-    from tunewise.train.trainer import LOWER_IS_BETTER  # the Trainer's own rule for the metric's direction
-
-    greater = config.train.greater_is_better
-    if greater is None:
-        greater = not any(word in metric for word in LOWER_IS_BETTER)
+    greater = greater_is_better(metric, config.train.greater_is_better)  # the Trainer's rule
     settings = config.sweep
     assert settings is not None
     startup = min(5, max(1, n_trials // 4))  # prune only once a few trials (a quarter of the budget, 1-5) completed
@@ -166,9 +164,9 @@ class _Objective:
         callback = PruningCallback(trial, self.base.train.metric)
         try:
             trial_config = trial_config_for(self.base, params, self.trials_dir, f"trial-{trial.number}")
-            run_dir = pipeline.run(trial_config, self.config_path, self.console, do_eval=False, callbacks=[callback])
-            trial.set_user_attr(RUN_DIR_ATTR, str(run_dir.path))
-            best = _best_validation(run_dir.path / "metrics.jsonl")
+            outcome = pipeline.train_job(trial_config, self.config_path, self.console, callbacks=[callback])
+            trial.set_user_attr(RUN_DIR_ATTR, str(outcome.run_dir))
+            best = _best_validation(outcome.run_dir / "metrics.jsonl")
         except TunewiseError as exc:
             trial.set_user_attr(ERROR_ATTR, str(exc))
             raise
@@ -179,7 +177,7 @@ class _Objective:
             trial.set_user_attr(ERROR_ATTR, f"{type(exc).__name__}: {exc}")
             raise
         if callback.pruned_at is not None:
-            _mark_pruned(run_dir.path, trial_config.output.dir)
+            _mark_pruned(outcome.run_dir, trial_config.output.dir)
             raise optuna.TrialPruned(f"pruned at step {callback.pruned_at}")
         return best
 
@@ -232,7 +230,7 @@ def trial_config_for(base: Config, params: dict[str, Any], output_dir: Path | No
     raw = base.model_dump(mode="json")
     raw.pop("sweep", None)
     variant = params.get(VARIANT_KEY)
-    if variant is not None and variant != pipeline.DEFAULT_PROMPT:
+    if variant is not None and variant != DEFAULT_PROMPT:
         chosen = base.prompt.variant(variant).model_dump(mode="json")
         raw["prompt"] = {**chosen, "variants": raw["prompt"]["variants"]}
     for key, value in params.items():
@@ -304,7 +302,7 @@ def _plot(study: optuna.Study, n_params: int, plots_dir: Path, console: Console)
             with warnings.catch_warnings(), plt.rc_context():
                 warnings.simplefilter("ignore")  # optuna's matplotlib plots are marked experimental
                 ax = plot(study)
-                ax.figure.savefig(plots_dir / file_name, dpi=100, bbox_inches="tight")
+                save_png(ax.figure, plots_dir / file_name)
             plt.close(ax.figure)
         except (ValueError, RuntimeError, ZeroDivisionError) as exc:  # e.g. all trials sampled the same values
             console.print(f"[yellow]{file_name} skipped: {escape(str(exc))}[/]")

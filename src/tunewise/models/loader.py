@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
 import re
-import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
@@ -20,6 +18,8 @@ from urllib.parse import urlparse
 import torch
 
 from tunewise.config import ModelConfig
+from tunewise.core.hashing import sha256_file
+from tunewise.core.safeio import save_dir_atomically
 from tunewise.errors import ModelLoadError
 
 # alias -> (python package that ships the file, file inside it, how to install the package)
@@ -218,7 +218,7 @@ def load_tokenizer(cfg: ModelConfig) -> Any:
 
 
 def _gguf_cache_dir(gguf_path: Path) -> Path:
-    return cache_root() / "gguf" / f"{gguf_path.stem}-{_file_digest(gguf_path)[:16]}"
+    return cache_root() / "gguf" / f"{gguf_path.stem}-{sha256_file(gguf_path)[:16]}"
 
 
 def _gguf_cache(gguf_path: Path) -> Path:
@@ -240,18 +240,15 @@ def _gguf_cache(gguf_path: Path) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
-    try:
+
+    def write(staging: Path) -> None:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         for stray in (p for p in staging.rglob("*") if p.suffix in {".py", ".pyc"}):  # a cache never holds code
             stray.unlink()
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)  # atomic: a crash never leaves a half-written cache entry in place
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    save_dir_atomically(target, write)  # a crash never leaves a half-written cache entry in place
     return target
 
 
@@ -262,8 +259,3 @@ def _gguf_alone(gguf_path: Path) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="tunewise-gguf-") as folder:
         (Path(folder) / gguf_path.name).symlink_to(gguf_path.resolve())
         yield Path(folder)
-
-
-def _file_digest(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()

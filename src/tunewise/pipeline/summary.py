@@ -12,16 +12,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from tunewise.config import DataConfig
+from tunewise.core.format import at_p_floor, format_p, format_p_value, p_floor_note, stored_resamples
 from tunewise.data.records import Record
 from tunewise.data.splits import SPLITS, DataSplits
-from tunewise.evaluate.stats import (
-    Difference,
-    at_p_floor,
-    format_p,
-    format_p_value,
-    p_floor_note,
-    stored_resamples,
-)
+from tunewise.evaluate.stats import Difference
 
 
 def print_data_summary(console: Console, splits: DataSplits, rejects_path: Any, data: DataConfig | None = None) -> None:

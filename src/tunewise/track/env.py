@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tunewise.config import Config
+from tunewise.core.hashing import sha256_file
 
 LIBRARIES = ("tunewise", "torch", "transformers", "peft", "accelerate", "datasets", "tokenizers", "gguf")
 
@@ -36,9 +36,7 @@ def environment(config: Config, curated: dict[str, Path] | None = None) -> dict[
 def file_digest(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {"path": str(path), "missing": True}
-    with path.open("rb") as fh:
-        digest = hashlib.file_digest(fh, "sha256").hexdigest()
-    return {"path": str(path), "sha256": digest, "bytes": path.stat().st_size}
+    return {"path": str(path), "sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
 def _version(name: str) -> str | None:

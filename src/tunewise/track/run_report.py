@@ -1,38 +1,31 @@
 """`tunewise report`: self-contained HTML pages for a run, a sweep, or a comparison of runs.
 
-Pages embed their figures as base64 PNG and carry a Content-Security-Policy that allows nothing but
-inline styles and data: images, so they open offline, from e-mail or an artifact store, and never
-run script or fetch anything. Every input is optional: a crashed run with only a half-written
-metrics.jsonl still gets a page with whatever it has.
+Pages embed their figures as PNG data: URIs and render through `tunewise.core.html` (sandboxed, autoescaped,
+under a Content-Security-Policy that allows no script and no fetch). Every input is optional: a crashed run with
+only a half-written metrics.jsonl still gets a page with whatever it has.
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import json
-import math
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jinja2 import DictLoader
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-
 from tunewise.config import greater_is_better
+from tunewise.core import format as fmt
+from tunewise.core.html import render_page, write_page
+from tunewise.core.plots import data_uri
 from tunewise.core.safeio import writing
 from tunewise.errors import TunewiseError
-from tunewise.evaluate.stats import format_p, format_p_value, p_floor_note, stored_resamples
-from tunewise.track import plots
+from tunewise.track import charts, shapes
 from tunewise.track.run_report_templates import TEMPLATES
-from tunewise.track.shapes import config_sections, confusion_matrix, eval_matrix, eval_summary, finite_number
+from tunewise.track.shapes import Series, as_dict, finite_number
 from tunewise.track.store import flatten, read_info, read_json, read_metrics, read_yaml
 
-EVAL_OVERHEAD = {"eval_loss", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second"}
 FULL_DISK_HINT = "free some space (or pass --out on another disk) and run `tunewise report` again"
-Series = list[tuple[int, float]]
 
 
 def render_report(targets: Path | list[Path], out: Path | None = None) -> Path:
@@ -91,7 +84,7 @@ class Run:
         return {**fallback, **(self.eval.get("train") or {})}
 
     def series(self, key: str) -> Series:
-        return series(self.metrics, key)
+        return shapes.metric_series(self.metrics, key)
 
 
 def is_run(path: Path) -> bool:
@@ -99,48 +92,22 @@ def is_run(path: Path) -> bool:
 
 
 def load_run(path: Path) -> Run:
-    config = config_sections(read_yaml(path / "config.yaml"))
+    config = shapes.config_sections(read_yaml(path / "config.yaml"))
     rejects = path / "rejects.jsonl"
     run = Run(
         path=path,
         config=config,
         metrics=read_metrics(path / "metrics.jsonl"),
-        eval=eval_summary(read_json(path / "eval.json")),
-        matrix=eval_matrix(read_json(path / "eval_matrix.json")),
-        info=_run_json(path),
+        eval=shapes.eval_summary(read_json(path / "eval.json")),
+        matrix=shapes.eval_matrix(read_json(path / "eval_matrix.json")),
+        info=asdict(info) if (info := read_info(path)) is not None else {},  # damaged: status `damaged` and why
         n_rejects=sum(1 for line in rejects.read_text(errors="replace").splitlines() if line.strip())
         if rejects.is_file()
         else None,
     )
     run.curation_path = find_curation_report(path, config)
-    run.curation = _curation(read_json(run.curation_path)) if run.curation_path else None
+    run.curation = shapes.curation_summary(read_json(run.curation_path)) if run.curation_path else None
     return run
-
-
-def _run_json(path: Path) -> dict[str, Any]:
-    """run.json through the one validating reader: a damaged one reports status `damaged` and why."""
-    info = read_info(path)
-    return asdict(info) if info is not None else {}
-
-
-def series(metrics: list[dict[str, Any]], key: str) -> Series:
-    """(step, value) sorted by step, the last value per step; non-numeric and non-finite values dropped, and
-    so are numbers too large for a float (a 400-digit int in a damaged metrics.jsonl)."""
-    points: dict[int, float] = {}
-    for row in metrics:
-        step, value = row.get("step"), row.get(key)
-        if finite_number(step) and finite_number(value):
-            points[int(step)] = float(value)
-    return sorted(points.items())
-
-
-def task_metric_keys(metrics: list[dict[str, Any]]) -> list[str]:
-    keys: dict[str, None] = {}
-    for row in metrics:
-        for key, value in row.items():
-            if key.startswith("eval_") and key not in EVAL_OVERHEAD and _number(value):
-                keys[key] = None
-    return list(keys)
 
 
 def find_curation_report(run_path: Path, config: dict[str, Any]) -> Path | None:
@@ -180,17 +147,17 @@ def render_run(run: Run, out: Path) -> Path:
     stop = info.get("steps") if info.get("stopped_early") and finite_number(info.get("steps")) else None
     figures: list[dict[str, str]] = []
     if train or val:
-        png = plots.loss_plot(train, val, best, stop)
+        png = charts.loss_plot(train, val, best, stop)
         figures.append(_figure(out, "loss", png, "training and validation loss by step"))
-    task_series = {k.removeprefix("eval_"): run.series(k) for k in task_metric_keys(run.metrics)}
+    task_series = {k.removeprefix("eval_"): run.series(k) for k in shapes.task_metric_keys(run.metrics)}
     if task_series:
-        png = plots.metric_plot(task_series, best, stop)
+        png = charts.metric_plot(task_series, best, stop)
         figures.append(_figure(out, "val_metric", png, "validation task metric by step"))
     confusions = []
     for cell, metrics in (run.eval.get("models") or {}).items():
-        matrix = confusion_matrix(metrics.get("confusion_matrix")) if isinstance(metrics, dict) else None
+        matrix = shapes.confusion_matrix(metrics.get("confusion_matrix")) if isinstance(metrics, dict) else None
         if matrix is not None:  # n labels, n rows of n numbers; another shape is not drawn
-            png = plots.confusion_plot(matrix["labels"], matrix["rows_gold_cols_pred"], cell)
+            png = charts.confusion_plot(matrix["labels"], matrix["rows_gold_cols_pred"], cell)
             confusions.append(_figure(out, f"confusion-{_slug(cell)}", png, f"confusion matrix, {cell}"))
     cells, rows = eval_cells(run), metric_rows(run)
     context = {
@@ -228,25 +195,24 @@ def run_summary(run: Run) -> list[tuple[str, str]]:
     rows.append(("training steps", f"{steps} of {planned}" if steps and planned else steps))
     if info.get("best_step") is not None:
         metric = info.get("metric") or train_cfg.get("metric") or "eval_loss"
-        rows.append(("best step", f"{info['best_step']} ({metric} = {_fmt(info.get('best_metric'))})"))
+        rows.append(("best step", f"{info['best_step']} ({metric} = {fmt.metric(info.get('best_metric'))})"))
     if "stopped_early" in info:
         rows.append(("stopped early", "yes" if info["stopped_early"] else "no"))
     runtime = next((m["train_runtime"] for m in run.metrics if finite_number(m.get("train_runtime"))), None)
     times = [m["time"] for m in run.metrics if finite_number(m.get("time"))]
     if finite_number(status.get("started")) and finite_number(status.get("finished")):
-        rows.append(("run time", _duration(status["finished"] - status["started"])))
+        rows.append(("run time", fmt.duration(status["finished"] - status["started"])))
     if runtime is not None:
-        rows.append(("training time", _duration(runtime)))
+        rows.append(("training time", fmt.duration(runtime)))
     elif len(times) > 1:
-        rows.append(("training time", f"{_duration(max(times) - min(times))} (from the metrics log)"))
+        rows.append(("training time", f"{fmt.duration(max(times) - min(times))} (from the metrics log)"))
     if lora:
         rows.append(("LoRA", f"r {lora.get('r')}, alpha {lora.get('alpha')}, dropout {lora.get('dropout')}"))
     if train_cfg:
         rows.append(("learning rate", train_cfg.get("lr")))
     if info.get("trainable_params"):
-        rows.append(
-            ("trainable params", f"{_thousands(info['trainable_params'])} of {_thousands(info.get('total_params'))}")
-        )
+        total = fmt.count(info.get("total_params"), missing="0")
+        rows.append(("trainable params", f"{fmt.count(info['trainable_params'])} of {total}"))
     return [(k, str(v)) for k, v in rows if v not in (None, "")]
 
 
@@ -275,7 +241,7 @@ def eval_cells(run: Run) -> list[dict[str, Any]]:
         value, diff = metrics.get(metric), None
         if cell == "fine-tuned" and reference == "base":
             diff = (ev.get("differences") or {}).get(metric)
-        diff = diff or _as_dict((run.matrix.get("cells") or {}).get(cell)).get("vs_reference")
+        diff = diff or as_dict((run.matrix.get("cells") or {}).get(cell)).get("vs_reference")
         diff = diff if isinstance(diff, dict) else None
         if diff is None and cell != reference and finite_number(value) and finite_number(base_value):
             diff = {"delta": value - base_value}  # an eval.json from before bootstrap CIs: the bare difference
@@ -288,7 +254,7 @@ def p_note(cells: list[dict[str, Any]], rows: dict[str, Any]) -> str | None:
     the page shows no p."""
     diffs = [c["diff"] for c in cells if c["diff"]] + [r["diff"] for r in rows["rows"] if isinstance(r["diff"], dict)]
     shown = [d for d in diffs if finite_number(d.get("p_value"))]
-    return p_floor_note(stored_resamples(shown[0].get("resamples"))) if shown else None
+    return fmt.p_floor_note(fmt.stored_resamples(shown[0].get("resamples"))) if shown else None
 
 
 def metric_rows(run: Run) -> dict[str, Any]:
@@ -300,15 +266,15 @@ def metric_rows(run: Run) -> dict[str, Any]:
         for key, value in metrics.items():
             if key == "per_class" and isinstance(value, dict):
                 for label, stats in value.items():
-                    if isinstance(stats, dict) and _number(stats.get("f1")):
+                    if isinstance(stats, dict) and fmt.is_number(stats.get("f1")):
                         names[f"F1 {label}"] = None
                         values.setdefault(f"F1 {label}", {})[cell] = stats["f1"]
             elif isinstance(value, dict):  # e.g. pass@k by k
                 for sub, v in value.items():
-                    if _number(v):
+                    if fmt.is_number(v):
                         names[f"{key} {sub}"] = None
                         values.setdefault(f"{key} {sub}", {})[cell] = v
-            elif _number(value) and key != "n":
+            elif fmt.is_number(value) and key != "n":
                 names[key] = None
                 values.setdefault(key, {})[cell] = value
     differences = run.eval.get("differences") or {}
@@ -320,7 +286,7 @@ def render_sweep(sweep: Path, out: Path) -> Path:
     raw = read_json(sweep / "trials.json")
     listing = raw.get("trials", []) if isinstance(raw, dict) else raw if isinstance(raw, list) else []
     trials = [
-        {**t, "run_dir": _under(t.get("run_dir"), sweep), "params": _as_dict(t.get("params"))}
+        {**t, "run_dir": _under(t.get("run_dir"), sweep), "params": as_dict(t.get("params"))}
         for t in listing
         if isinstance(t, dict)
     ]
@@ -334,14 +300,15 @@ def render_sweep(sweep: Path, out: Path) -> Path:
         greater = train_cfg.get("greater_is_better")
         greater = greater if isinstance(greater, bool) else greater_is_better(metric)
         direction = "maximize" if greater else "minimize"
-    done = [t for t in trials if _number(t.get("value")) and str(t.get("state", "complete")).lower() == "complete"]
+    complete = [t for t in trials if str(t.get("state", "complete")).lower() == "complete"]
+    done = [t for t in complete if fmt.is_number(t.get("value"))]
     best = next((t for t in trials if t.get("best") is True), None)
     if best is None and done:
         best = (max if direction == "maximize" else min)(done, key=lambda t: t["value"])
     params = list(dict.fromkeys(k for t in trials for k in (t.get("params") or {})))
     order = {"history": 0, "importance": 1}
     pngs = sorted((sweep / "plots").glob("*.png"), key=lambda p: (order.get(p.stem, 2), p.name))
-    images = [{"title": p.stem, "b64": base64.b64encode(p.read_bytes()).decode()} for p in pngs]
+    images = [{"title": p.stem, "src": data_uri(p.read_bytes())} for p in pngs]
     states = Counter(str(t.get("state", "?")) for t in trials)
     context = {
         "name": sweep.resolve().name,
@@ -370,14 +337,14 @@ def render_comparison(runs: list[Run], out: Path) -> Path:
         info, models = run.train, run.eval.get("models") or {}
         metric = run.eval.get("primary_metric")
         best_metric, best_value = info.get("metric") or "eval_loss", info.get("best_metric")
-        if not _number(best_value):  # no summary (crashed run): the lowest validation loss logged
+        if not fmt.is_number(best_value):  # no summary (crashed run): the lowest validation loss logged
             best_metric, best_value = "eval_loss", min((v for _, v in run.series("eval_loss")), default=None)
         rows.append(
             {
                 "name": name,
                 "metric": metric,
                 "cells": {c: (models.get(c) or {}).get(metric) for c in cells},
-                "best": f"{best_metric} = {_fmt(best_value)}" if best_value is not None else None,
+                "best": f"{best_metric} = {fmt.metric(best_value)}" if best_value is not None else None,
                 "steps": info.get("steps") or max((s for s, _ in run.series("loss")), default=None),
                 "stopped": info.get("stopped_early"),
             }
@@ -390,7 +357,9 @@ def render_comparison(runs: list[Run], out: Path) -> Path:
         if len({json.dumps(f[k], sort_keys=True, default=str) if k in f else "\0absent" for f in flat}) > 1
     ]
     curves = {name: run.series("eval_loss") for name, run in zip(names, runs, strict=True) if run.series("eval_loss")}
-    figures = [_figure(out, "val_loss_overlay", plots.overlay_plot(curves), "validation loss by run")] if curves else []
+    figures = (
+        [_figure(out, "val_loss_overlay", charts.overlay_plot(curves), "validation loss by run")] if curves else []
+    )
     context = {"names": names, "cells": cells, "rows": rows, "diff": diff, "figures": figures, "runs": runs}
     return _write(out, "compare.html", context)
 
@@ -405,87 +374,16 @@ def _figure(out: Path, stem: str, png: bytes, alt: str) -> dict[str, str]:
     with writing(path, FULL_DISK_HINT):  # a full disk: one line naming the file, not a traceback
         directory.mkdir(parents=True, exist_ok=True)
         path.write_bytes(png)
-    return {"alt": alt, "b64": base64.b64encode(png).decode()}
+    return {"alt": alt, "src": data_uri(png)}
 
 
 def _write(out: Path, template: str, context: dict[str, Any]) -> Path:
-    html = _env().get_template(template).render(**context)
-    tmp = out.with_name(out.name + ".tmp")
-    try:
-        with writing(out, FULL_DISK_HINT):
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(html, encoding="utf-8")
-            tmp.replace(out)  # a browser refreshing the page never reads half of it
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    return out
-
-
-def _env() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(loader=DictLoader(TEMPLATES), autoescape=True)
-    env.filters.update(fmt=_fmt, signed=_signed, pvalue=_pvalue, p_statement=_p_statement)
-    env.filters.update(param=_param, seconds=_seconds)
-    return env
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:.4f}" if math.isfinite(value) else str(value)
-    return str(value)
-
-
-def _param(value: Any) -> str:
-    """Sweep parameters span decades (learning rates): significant digits, not fixed decimals."""
-    return f"{value:.4g}" if isinstance(value, float) else _fmt(value)
-
-
-def _seconds(value: Any) -> str:
-    return f"{value:.1f}" if finite_number(value) else _fmt(value) if _number(value) else "—"
-
-
-def _signed(value: Any) -> str:
-    return f"{value:+.4f}" if finite_number(value) else _fmt(value) if _number(value) else "—"
-
-
-def _pvalue(value: Any, resamples: Any = None) -> str:
-    """A p column's cell, as the console's tables show it (`format_p_value`)."""
-    if not finite_number(value):
-        return _fmt(value) if _number(value) else "—"
-    return format_p_value(value, stored_resamples(resamples))
-
-
-def _p_statement(value: Any, resamples: Any = None) -> str:
-    """`p = 0.012` or `p ≤ 0.001`, as the console prints it (`format_p`)."""
-    if not finite_number(value):
-        return f"p = {_pvalue(value)}"
-    return format_p(value, stored_resamples(resamples))
-
-
-def _thousands(value: Any) -> str:
-    """A parameter count as 1,234,567; anything else (a damaged eval.json) as it is, or 0 when absent."""
-    if value is None:
-        return "0"
-    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+    return write_page(out, render_page(TEMPLATES[template], context), FULL_DISK_HINT)
 
 
 def _show(value: Any) -> str:
     """Config values as YAML/JSON spell them (null, true, [1]), not as Python does (None, True)."""
     return value if isinstance(value, str) else json.dumps(value, default=str)
-
-
-def _duration(seconds: float) -> str:
-    if not finite_number(seconds):
-        return str(seconds)
-    minutes, secs = divmod(round(seconds), 60)
-    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
 
 
 def _under(path: Any, directory: Path) -> Any:
@@ -498,27 +396,3 @@ def _under(path: Any, directory: Path) -> Any:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "cell"
-
-
-def _as_dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _curation(raw: Any) -> dict[str, Any] | None:
-    """curation_report.json as the page reads it: totals and split sizes objects, steps objects whose
-    `dropped` counts are numbers; what has another shape is dropped."""
-    if not isinstance(raw, dict):
-        return None
-    report = {**raw, "totals": _as_dict(raw.get("totals"))}
-    if "split_sizes" in report:
-        report["split_sizes"] = _as_dict(report["split_sizes"])
-    steps = raw.get("steps") if isinstance(raw.get("steps"), list) else []
-    report["steps"] = [
-        {**step, "dropped": {str(k): v for k, v in _as_dict(step.get("dropped")).items() if finite_number(v)}}
-        for step in steps
-        if isinstance(step, dict)
-    ]
-    return report
-
-
-# ---- templates (autoescaped; the CSP forbids script and any fetch, so the page is inert) -----------

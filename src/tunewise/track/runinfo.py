@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunewise.core.processes import process_alive
 from tunewise.core.safeio import Unreadable, read_json_file, replace_text
 
 RUN_JSON = "run.json"
@@ -188,19 +189,3 @@ def _named_time(name: str) -> float | None:
         return time.mktime(time.strptime(match[1], "%Y%m%d-%H%M%S"))
     except (ValueError, OverflowError):
         return None
-
-
-def process_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except (OverflowError, ValueError, OSError):  # not a pid this system can have
-        return False
-    with suppress(OSError), open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-        return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"  # a zombie (killed, not yet reaped) writes nothing
-    return True

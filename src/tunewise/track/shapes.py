@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+EVAL_OVERHEAD = {"eval_loss", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second"}
+Series = list[tuple[int, float]]  # (step, value)
 CONFIG_SECTIONS = ("model", "data", "prompt", "train", "lora", "eval", "output", "curate", "track", "sweep", "ablate")
 
 
@@ -131,3 +133,46 @@ def config_sections(raw: Any) -> dict[str, Any]:
         if section in config and not isinstance(config[section], dict):
             config[section] = {}
     return config
+
+
+def curation_summary(raw: Any) -> dict[str, Any] | None:
+    """curation_report.json as a page reads it: totals and split sizes objects, steps objects whose `dropped`
+    counts are numbers; what has another shape is dropped. None when it is not an object at all."""
+    if not isinstance(raw, dict):
+        return None
+    report = {**raw, "totals": as_dict(raw.get("totals"))}
+    if "split_sizes" in report:
+        report["split_sizes"] = as_dict(report["split_sizes"])
+    steps = raw.get("steps") if isinstance(raw.get("steps"), list) else []
+    report["steps"] = [
+        {**step, "dropped": {str(k): v for k, v in as_dict(step.get("dropped")).items() if finite_number(v)}}
+        for step in steps
+        if isinstance(step, dict)
+    ]
+    return report
+
+
+def metric_series(metrics: list[dict[str, Any]], key: str) -> Series:
+    """metrics.jsonl rows as (step, value) of `key` sorted by step, the last value per step; non-numeric and
+    non-finite values dropped, and so are numbers too large for a float (a 400-digit int in a damaged file)."""
+    points: dict[int, float] = {}
+    for row in metrics:
+        step, value = row.get("step"), row.get(key)
+        if finite_number(step) and finite_number(value):
+            points[int(step)] = float(value)
+    return sorted(points.items())
+
+
+def task_metric_keys(metrics: list[dict[str, Any]]) -> list[str]:
+    """The validation task metrics (eval_macro_f1, ...) metrics.jsonl logs a number for, in first-seen order;
+    not the loss nor the Trainer's timings."""
+    keys: dict[str, None] = {}
+    for row in metrics:
+        for key, value in row.items():
+            if key.startswith("eval_") and key not in EVAL_OVERHEAD and _is_number(value):
+                keys[key] = None
+    return list(keys)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

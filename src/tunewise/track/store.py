@@ -19,12 +19,13 @@ from rich.console import Console
 from rich.markup import escape
 
 from tunewise.config import greater_is_better
+from tunewise.core.processes import process_alive
 from tunewise.core.safeio import Unreadable, open_regular, read_json_file, read_regular
 from tunewise.core.yaml_input import decode_utf8, parse_yaml
 from tunewise.errors import ConfigError, TunewiseError
 from tunewise.track import index
 from tunewise.track.index import INDEX_NAME, MIGRATIONS, Row, Warn, migrate, open_index
-from tunewise.track.runinfo import DAMAGED, RunInfo, process_alive, read_info, write_info
+from tunewise.track.runinfo import DAMAGED, RunInfo, read_info, write_info
 
 __all__ = [
     "DAMAGED",

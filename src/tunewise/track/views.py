@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tunewise.evaluate.stats import format_p, stored_resamples
+from tunewise.core import format as fmt
 from tunewise.track.shapes import eval_summary
 from tunewise.track.store import RunInfo, display_name, flatten, read_json, read_metrics, read_yaml, run_info, sync
 
@@ -29,7 +29,7 @@ def list_runs(console: Console, workspace: Path) -> list[tuple[Path, RunInfo]]:
             _status(info.shown_status),
             _metric(info.primary_metric, info.best_metric),
             _metric(info.validation_metric, info.best_validation),
-            _duration(info.duration),
+            fmt.duration(info.duration, missing=""),
             time.strftime("%Y-%m-%d %H:%M", time.localtime(info.started)),
         )
     console.print(table)
@@ -41,7 +41,7 @@ def show_run(console: Console, run: Path) -> None:
     info = run_info(run)
     console.print(f"[bold]{_text(run.name)}[/]  {_text(str(run))}")
     if info is not None:
-        console.print(f"status {_status(info.shown_status)}, duration {_duration(info.duration) or '-'}")
+        console.print(f"status {_status(info.shown_status)}, duration {fmt.duration(info.duration, missing='-')}")
         if info.error:
             console.print(f"[red]{_text(info.error)}[/]")
     evaluation = eval_summary(read_json(run / "eval.json"))
@@ -54,15 +54,16 @@ def show_run(console: Console, run: Path) -> None:
         table.add_column("model · prompt")
         table.add_column(_text(metric), justify="right")
         for cell, metrics in models.items():
-            table.add_row(_text(str(cell)), _number(_dict(metrics).get(metric)))
+            table.add_row(_text(str(cell)), _cell(_dict(metrics).get(metric)))
         console.print(table)
         for name, diff in _dict(evaluation.get("differences")).items():
             figures = [_dict(diff).get(k) for k in ("delta", "ci_low", "ci_high", "p_value")]
-            if all(_real(f) for f in figures):
+            if all(fmt.is_number(f) for f in figures):
                 delta, low, high, p_value = figures
+                p = fmt.format_p(p_value, _dict(diff).get("resamples"))
                 console.print(
-                    f"Δ {_text(str(name))} (fine-tuned − base) {delta:+.4f}, 95% CI [{low:+.4f}, {high:+.4f}], "
-                    f"{format_p(p_value, stored_resamples(_dict(diff).get('resamples')))}"
+                    f"Δ {_text(str(name))} (fine-tuned − base) {fmt.signed(delta)}, "
+                    f"95% CI [{fmt.signed(low)}, {fmt.signed(high)}], {p}"
                 )
     elif (run / "eval.json").exists():
         console.print("[yellow]eval.json is damaged or not a tunewise evaluation; not shown[/]")
@@ -92,14 +93,14 @@ def compare_runs(console: Console, runs: list[Path]) -> dict[str, Any]:
         evaluation = eval_summary(read_json(run / "eval.json"))
         metric = evaluation.get("primary_metric")  # a string or None
         for cell, metrics in _dict(evaluation.get("models")).items():
-            rows.setdefault(f"{metric} · {cell}", [""] * len(runs))[index] = _number(_dict(metrics).get(metric))
+            rows.setdefault(f"{metric} · {cell}", [""] * len(runs))[index] = _cell(_dict(metrics).get(metric))
         end = _train_end(run) or {}
-        if _real(end.get("best_metric")):
-            rows.setdefault("best validation metric", [""] * len(runs))[index] = f"{end['best_metric']:.4f}"
+        if fmt.is_number(end.get("best_metric")):
+            rows.setdefault("best validation metric", [""] * len(runs))[index] = fmt.metric(end["best_metric"])
         if end:
             rows.setdefault("training steps", [""] * len(runs))[index] = _text(str(end.get("step")))
         info = run_info(run)
-        rows.setdefault("duration", [""] * len(runs))[index] = _duration(info.duration if info else None)
+        rows.setdefault("duration", [""] * len(runs))[index] = fmt.duration(info.duration if info else None, missing="")
     table = Table(title="Metrics")
     table.add_column("")
     for name in names:
@@ -135,13 +136,9 @@ def _train_end(run: Path) -> dict[str, Any] | None:
     return next((m for m in reversed(read_metrics(run / "metrics.jsonl")) if m.get("event") == "train_end"), None)
 
 
-def _number(value: Any) -> str:
-    return f"{value:.4f}" if _real(value) else ""
-
-
-def _real(value: Any) -> bool:
-    """A number that formats: not a bool, not an integer too large for a float."""
-    return isinstance(value, float) or (isinstance(value, int) and not isinstance(value, bool) and abs(value) < 1e308)
+def _cell(value: Any) -> str:
+    """A metric in a console table: empty where the run has none."""
+    return fmt.metric(value, missing="")
 
 
 def _dict(value: Any) -> dict[Any, Any]:
@@ -161,14 +158,7 @@ def _text(value: str) -> str:
 
 
 def _metric(name: str | None, value: float | None) -> str:
-    return "" if value is None else _text(f"{name.removeprefix('eval_') if name else ''} {value:.4f}")
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+    return "" if value is None else _text(f"{name.removeprefix('eval_') if name else ''} {fmt.metric(value)}")
 
 
 def _status(status: str) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 from transformers import TrainerCallback
 
+from tunewise.core.format import duration
 from tunewise.core.safeio import append_text
 
 # A training run stopped by a full disk is continued from its newest checkpoint by the same command.
@@ -131,7 +132,7 @@ class RunSizing(TrainerCallback):
         evaluations = remaining // args.eval_steps + 1 if args.eval_steps else 0
         self.console.print(
             f"sizing: {per_step:.2f} s per optimizer step (steps {first_step + 1}-{state.global_step}); "
-            f"the {remaining} steps left take about {_duration(per_step * remaining)} of training, plus "
+            f"the {remaining} steps left take about {duration(per_step * remaining)} of training, plus "
             f"{evaluations} validation pass{'es' if evaluations != 1 else ''}; "
             f"peak memory so far {self.figures['peak_memory_gib']:.2f} GiB"
         )
@@ -146,11 +147,3 @@ def peak_memory_gib() -> float:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         return torch.cuda.max_memory_allocated() / 2**30
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"

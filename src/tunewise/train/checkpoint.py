@@ -10,7 +10,6 @@ every file matches it, which also catches what atomicity cannot: truncation or b
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -19,13 +18,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tunewise.core.hashing import sha256_file
+from tunewise.core.processes import process_alive
+from tunewise.core.safeio import STAGING_PREFIX, fsync_path, fsync_tree, staging_pid
 from tunewise.core.safeio import describe_failure as describe_write_failure
-from tunewise.track.store import process_alive
+from tunewise.core.safeio import publish_dir as publish
+from tunewise.core.safeio import save_dir_atomically as save_dir_atomically  # the Trainer's adapter save
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "tunewise-checkpoint/1"
 STATE_FILE = "tunewise_state.json"  # what the Trainer does not save itself (see resumable.py)
-STAGING_PREFIX = ".tmp-"
 INVALID_PREFIX = "invalid-"  # outside the `checkpoint-*` glob of transformers' rotation and resume lookup
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 # Without any of these a resume would silently be inexact (transformers skips a missing RNG file with a log line).
@@ -38,30 +40,8 @@ def step_of(path: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def sha256_file(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
-def fsync_path(path: Path) -> None:
-    """fsync a file or a directory (a directory's fsync makes the names in it durable)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
-
-
-def fsync_tree(root: Path) -> None:
-    for path in _files(root):
-        fsync_path(path)
-    for directory in sorted((p for p in root.rglob("*") if p.is_dir()), reverse=True):
-        fsync_path(directory)
-    fsync_path(root)
 
 
 def write_manifest(staged: Path, step: int) -> None:
@@ -80,17 +60,9 @@ def write_manifest(staged: Path, step: int) -> None:
     fsync_path(staged)
 
 
-def publish(staged: Path, final: Path) -> None:
-    """Rename the complete staging directory to its final name and make the rename durable."""
-    if final.exists():  # only a set-aside leftover of the same step can be here; never merge into it
-        aside = _free_name(final.parent, f"{STAGING_PREFIX}replaced-{final.name}-{os.getpid()}")
-        os.replace(final, aside)
-        shutil.rmtree(aside, ignore_errors=True)
-    os.replace(staged, final)
-    fsync_path(final.parent)
-
-
 def commit(staged: Path, final: Path, step: int) -> None:
+    """fsync the staged checkpoint, write its manifest last, rename it to `final` (an existing `final` can only be
+    a set-aside leftover of the same step: it is replaced, never merged into)."""
     fsync_tree(staged)
     write_manifest(staged, step)
     publish(staged, final)
@@ -147,7 +119,7 @@ def remove_stale_staging(root: Path) -> list[Path]:
     for path in root.iterdir():
         if not path.name.startswith(STAGING_PREFIX):
             continue
-        pid = _pid_in(path.name)
+        pid = staging_pid(path.name)
         if pid is not None and pid != os.getpid() and process_alive(pid):
             continue  # another live process is writing there
         if path.is_dir():
@@ -179,19 +151,6 @@ def read_state(checkpoint: Path) -> dict[str, Any]:
     return json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))
 
 
-def save_dir_atomically(target: Path, write: Callable[[Path], None]) -> None:
-    """`write(staging_dir)` then swap it in for `target`: readers see the old directory or the new one, whole."""
-    staged = target.parent / f"{STAGING_PREFIX}{target.name}-{os.getpid()}"
-    shutil.rmtree(staged, ignore_errors=True)
-    try:
-        write(staged)
-        fsync_tree(staged)
-        publish(staged, target)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
-
-
 def describe_failure(exc: BaseException, where: Path) -> str:
     """What went wrong writing a file, in words ('no space left on device'), with the free space left there; a
     failure without an errno on a full disk (torch.save's "file write failed") is named as the full disk it is."""
@@ -203,8 +162,3 @@ def _free_name(parent: Path, name: str) -> Path:
     while candidate.exists():
         candidate, n = parent / f"{name}-{n}", n + 1
     return candidate
-
-
-def _pid_in(name: str) -> int | None:
-    tail = name.rsplit("-", 1)[-1]
-    return int(tail) if tail.isdigit() else None

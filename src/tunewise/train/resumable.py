@@ -31,9 +31,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from packaging.specifiers import SpecifierSet
+from packaging.version import InvalidVersion, Version
 from rich.console import Console
 from rich.markup import escape
 from transformers import Trainer
+from transformers import __version__ as installed_transformers
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
@@ -51,6 +54,35 @@ from tunewise.train.checkpoint import (
 )
 from tunewise.train.sampling import EpochSeededSampler
 
+# The transformers releases whose private Trainer methods the overrides below were read against and tested with.
+VERIFIED_TRANSFORMERS = ">=5.24,<5.25"
+_warned_versions: set[str] = set()  # installed versions already warned about: once per process, not per trial
+
+
+def unverified_transformers(installed: str | None = None) -> str | None:
+    """The one-line warning for a transformers outside VERIFIED_TRANSFORMERS (default: the installed one), or None
+    inside it."""
+    installed = installed or installed_transformers
+    try:
+        if Version(installed) in SpecifierSet(VERIFIED_TRANSFORMERS, prereleases=True):
+            return None
+    except InvalidVersion:
+        pass  # not a version pip could have installed: unverified too
+    return (
+        f"transformers {installed} is outside {VERIFIED_TRANSFORMERS}, the versions tunewise's checkpointing was "
+        "verified against: exact resume may not hold; install the verified version with "
+        "`pip install -c constraints.txt transformers` (in the tunewise repository) or "
+        f"`pip install 'transformers{VERIFIED_TRANSFORMERS}'`"
+    )
+
+
+def warn_unverified_transformers(console: Console) -> None:
+    """Print `unverified_transformers`' warning on the run's console, the first time only."""
+    warning = unverified_transformers()
+    if warning is not None and installed_transformers not in _warned_versions:
+        _warned_versions.add(installed_transformers)
+        console.print(f"[yellow]warning: {escape(warning)}[/]", soft_wrap=True)
+
 
 class ResumableTrainer(Trainer):
     def __init__(
@@ -62,6 +94,7 @@ class ResumableTrainer(Trainer):
         sampler_labels: list[str | None] | None = None,
         **kwargs: Any,
     ) -> None:
+        warn_unverified_transformers(console)  # when a run builds its trainer, not when tunewise is imported
         super().__init__(*args, **kwargs)
         self.metrics_path, self.console = metrics_path, console
         self.sampler_kind, self.sampler_labels = sampler, sampler_labels

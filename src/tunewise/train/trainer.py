@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
 
-from tunewise.config import LOWER_IS_BETTER, Config, TrainConfig, greater_is_better  # noqa: F401 (re-exported)
+from tunewise.config import Config, TrainConfig, greater_is_better
 from tunewise.data.encode import Encoded
 from tunewise.errors import ConfigError
 from tunewise.train.callbacks import DivergenceMonitor, MetricsLogger, RunSizing, TaskMetric
@@ -35,19 +35,28 @@ from tunewise.train.sampling import batch_mix
 
 
 @dataclass
-class TrainResult:
-    model: Any  # the PEFT model with the best checkpoint's weights loaded
-    adapter_dir: Path
+class TrainSummary:
+    """What a training run reports: eval.json's `train` section, field for field."""
+
     steps: int
     planned_steps: int
     best_step: int | None
     best_metric: float | None
+    metric: str
     stopped_early: bool
-    divergence_steps: list[int]
+    divergence_warnings_at: list[int]
     trainable_params: int
     total_params: int
-    resumed_from: int | None = None  # the checkpoint step this run continued from
+    adapter: str
+    resumed_from_step: int | None = None  # the checkpoint step this run continued from
     sizing: dict[str, float] | None = None  # seconds per step and peak memory, measured after the first steps
+
+
+@dataclass
+class TrainResult:
+    model: Any  # the PEFT model with the best checkpoint's weights loaded
+    adapter_dir: Path
+    summary: TrainSummary
 
 
 def add_lora(model: Any, cfg: Config) -> Any:
@@ -88,9 +97,7 @@ def planned_steps(n_train: int, cfg: Config) -> int:
 def training_arguments(cfg: Config, output_dir: Path, total_steps: int) -> TrainingArguments:
     t = cfg.train
     metric = t.metric
-    greater = t.greater_is_better
-    if greater is None:
-        greater = greater_is_better(metric)
+    greater = greater_is_better(metric, t.greater_is_better)
     eval_steps = min(t.eval_steps, total_steps)  # at least one evaluation, so a best checkpoint exists
     return TrainingArguments(
         output_dir=str(output_dir),
@@ -214,20 +221,21 @@ def train(
             "stopped_early": stopped_early,
         }
     )
-    return TrainResult(
-        peft_model,
-        adapter_dir,
-        state.global_step,
-        state.max_steps,
-        best_step,
-        state.best_metric,
-        stopped_early,
-        divergence.warned_at,
-        trainable,
-        total,
-        resumed_from,
-        sizing.figures or None,
+    summary = TrainSummary(
+        steps=state.global_step,
+        planned_steps=state.max_steps,
+        best_step=best_step,
+        best_metric=state.best_metric,
+        metric=cfg.train.metric,
+        stopped_early=stopped_early,
+        divergence_warnings_at=divergence.warned_at,
+        trainable_params=trainable,
+        total_params=total,
+        adapter=str(adapter_dir),
+        resumed_from_step=resumed_from,
+        sizing=sizing.figures or None,
     )
+    return TrainResult(peft_model, adapter_dir, summary)
 
 
 def warn_one_label_batches(trainer: ResumableTrainer, sampler: str, items: list[Encoded], console: Console) -> None:

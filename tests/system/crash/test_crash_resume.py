@@ -20,7 +20,7 @@ import pytest
 
 from support.resume import write_train_config
 from support.tiny import make_classification_rows, write_jsonl
-from tunewise.track.store import process_alive
+from tunewise.core.processes import process_alive
 
 pytestmark = pytest.mark.slow
 

@@ -26,7 +26,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from transformers import Trainer
 
-import tunewise.pipeline.stages  # noqa: F401  (the imports a child would otherwise pay for)
+import tunewise.core.safeio as safeio
+import tunewise.pipeline  # noqa: F401  (the imports a child would otherwise pay for)
 import tunewise.train.checkpoint as checkpoint
 import tunewise.train.resumable as resumable
 import tunewise.train.trainer as trainer_module
@@ -63,14 +64,22 @@ def _pause_in(phase: str, at: int, marker: str) -> None:
             original_manifest(staged, step)
 
         checkpoint.write_manifest = manifest
-    elif phase in ("before-rename", "adapter-write"):
+    elif phase == "before-rename":  # a checkpoint staged, not yet renamed into place
         original_publish = checkpoint.publish
 
         def publish(staged: Path, final: Path) -> None:
-            hold((final.name == "adapter") == (phase == "adapter-write"))
+            hold(final.name != "adapter")
             original_publish(staged, final)
 
         checkpoint.publish = publish
+    elif phase == "adapter-write":  # the final adapter staged, not yet swapped in (core.safeio's directory save)
+        original_publish_dir = safeio.publish_dir
+
+        def publish_dir(staged: Path, final: Path) -> None:
+            hold(final.name == "adapter")
+            original_publish_dir(staged, final)
+
+        safeio.publish_dir = publish_dir
     elif phase == "after-rename":  # published, older ones not yet rotated away
         original_rotate = resumable.rotate_checkpoints
 

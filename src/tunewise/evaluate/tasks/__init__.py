@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tunewise.config import EvalConfig
+from tunewise.config import EvalConfig, resolve_task
 from tunewise.errors import ConfigError
 from tunewise.evaluate.code_permission import current_grant
 from tunewise.evaluate.tasks.base import EvalOutput, EvalTask
@@ -13,10 +13,10 @@ __all__ = ["ClassificationTask", "EvalOutput", "EvalTask", "PerplexityTask", "pa
 
 
 def task_for(kind: str, labels: list[str], cfg: EvalConfig, max_length: int) -> EvalTask:
-    """`eval.task: auto` scores classification by label likelihood and other kinds on generated text."""
+    """The task `cfg.task` names for records of `kind` (`auto`: as `tunewise.config.resolve_task` decides)."""
     from tunewise.evaluate.tasks.generative import GenerativeTask
 
-    name = cfg.task if cfg.task != "auto" else ("classification" if kind == "classification" else "generation")
+    name = resolve_task(cfg.task, kind)
     if name == "classification":
         if kind != "classification":
             raise ConfigError(f"eval.task: classification needs data.kind: classification (got {kind})")

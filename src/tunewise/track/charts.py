@@ -1,29 +1,19 @@
 """Figures for the run, sweep and comparison reports; each function returns PNG bytes.
 
-Built on matplotlib's object-oriented `Figure` (Agg canvas) rather than pyplot: no global figure state
-to leak between plots or threads, nothing to close, and no display backend is ever needed.
+Drawn on `tunewise.core.plots` figures (matplotlib's object-oriented `Figure`, rendered by Agg) rather than
+pyplot: no global figure state to leak between plots or threads, and no display backend is ever needed.
 """
 
 from __future__ import annotations
 
-import io
 import math
-import warnings
 from collections.abc import Sequence
 
-from matplotlib.figure import Figure
+from tunewise.core.plots import literal, new_figure, png_bytes
 
 Series = Sequence[tuple[float, float]]  # (step, value)
 
 TRAIN_COLOR, VAL_COLOR, BEST_COLOR, STOP_COLOR, OVERFIT_COLOR = "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#f4a6a6"
-
-
-def png_bytes(fig: Figure) -> bytes:
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():  # labels and run names from user data may lack glyphs in the default font
-        warnings.simplefilter("ignore", UserWarning)
-        fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    return buffer.getvalue()
 
 
 def _xy(series: Series) -> tuple[list[float], list[float]]:
@@ -70,7 +60,7 @@ def overfitting_stretches(train: Series, val: Series) -> list[tuple[float, float
 
 def loss_plot(train: Series, val: Series, best_step: int | None = None, stop_step: int | None = None) -> bytes:
     """Training and validation loss vs step; best/early-stop steps as vertical lines, overfitting shaded."""
-    fig = Figure(figsize=(8.5, 3.8))
+    fig = new_figure(8.5, 3.8)
     ax = fig.subplots()
     for i, (start, end) in enumerate(overfitting_stretches(train, val)):  # drawn first so the curves stay on top
         ax.axvspan(start, end, color=OVERFIT_COLOR, alpha=0.4, label="overfitting (val ↑, train ↓)" if i == 0 else None)
@@ -86,10 +76,10 @@ def loss_plot(train: Series, val: Series, best_step: int | None = None, stop_ste
 
 def metric_plot(series: dict[str, Series], best_step: int | None = None, stop_step: int | None = None) -> bytes:
     """Validation task metrics (macro-F1, ROUGE-L, ...) vs step."""
-    fig = Figure(figsize=(8.5, 3.2))
+    fig = new_figure(8.5, 3.2)
     ax = fig.subplots()
     for name, values in series.items():
-        ax.plot(*_xy(values), marker="o", markersize=4, linewidth=2, label=name)
+        ax.plot(*_xy(values), marker="o", markersize=4, linewidth=2, label=literal(name))
     _mark_steps(ax, best_step, stop_step)
     _style(ax, "step", "value", "Validation task metric")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
@@ -100,7 +90,7 @@ def confusion_plot(labels: Sequence[str], rows: Sequence[Sequence[int]], title: 
     """Counts annotated; colour is the share of the gold row (recall), so small classes stay readable."""
     n = len(labels)
     side = min(2.2 + 0.55 * n, 9.0)
-    fig = Figure(figsize=(side + 0.8, side))
+    fig = new_figure(side + 0.8, side)
     ax = fig.subplots()
     shares = [[v / (sum(row) or 1) for v in row] for row in rows]
     image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
@@ -109,23 +99,22 @@ def confusion_plot(labels: Sequence[str], rows: Sequence[Sequence[int]], title: 
         for j, value in enumerate(row):
             color = "white" if shares[i][j] > 0.55 else "#222"
             ax.text(j, i, str(value), ha="center", va="center", color=color, fontsize=fontsize)
-    ax.set_xticks(
-        range(n), [str(label) for label in labels], rotation=45 if n > 4 else 0, ha="right" if n > 4 else "center"
-    )
-    ax.set_yticks(range(n), [str(label) for label in labels])
+    ticks = [literal(label) for label in labels]
+    ax.set_xticks(range(n), ticks, rotation=45 if n > 4 else 0, ha="right" if n > 4 else "center")
+    ax.set_yticks(range(n), ticks)
     ax.set_xlabel("predicted")
     ax.set_ylabel("gold")
-    ax.set_title(title)
+    ax.set_title(literal(title))
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of gold row")
     return png_bytes(fig)
 
 
 def overlay_plot(curves: dict[str, Series], ylabel: str = "validation loss", title: str = "Validation loss") -> bytes:
     """One line per run on shared axes (comparison page)."""
-    fig = Figure(figsize=(8.5, 3.8))
+    fig = new_figure(8.5, 3.8)
     ax = fig.subplots()
     for name, values in curves.items():
-        ax.plot(*_xy(values), marker="o", markersize=3, linewidth=1.8, label=name)
+        ax.plot(*_xy(values), marker="o", markersize=3, linewidth=1.8, label=literal(name))
     _style(ax, "step", ylabel, title)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     return png_bytes(fig)

@@ -1,0 +1,42 @@
+"""`tunewise.api` resolves its inputs as the CLI does: overrides as a list or a mapping, configs from a file, a dict
+or a Config, the resume choice, and the code-execution permission."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tunewise import api
+from tunewise.errors import TunewiseError
+from tunewise.track.resume_target import ResumeRequest
+
+
+def test_overrides_as_a_mapping_keep_their_types() -> None:
+    strings = api._override_strings({"train.lr": 1e-4, "prompt.template": "yes: {{ text }}", "data.labels": ["a"]})
+    assert strings == ["train.lr=0.0001", 'prompt.template="yes: {{ text }}"', 'data.labels=["a"]']
+    assert api._override_strings(None) == [] and api._override_strings("train.lr=1") == ["train.lr=1"]
+
+
+def test_resume_choices_map_to_the_cli_flags(tmp_path: Path) -> None:
+    assert api.resume_request("auto") == ResumeRequest("auto") == api.resume_request(None)
+    assert api.resume_request("fresh") == ResumeRequest("fresh")
+    assert api.resume_request("newest") == ResumeRequest("resume", None)
+    assert api.resume_request(tmp_path) == ResumeRequest("resume", tmp_path)
+    with pytest.raises(TunewiseError, match="no such run directory"):
+        api.resume_request(tmp_path / "missing")
+
+
+def test_a_config_object_keeps_a_default_name_and_a_file_names_its_runs(write_config) -> None:
+    path = write_config()
+    config, named = api._config_and_path(path)
+    assert named == path and config.model.name
+    same, default = api._config_and_path(config)
+    assert same is config and default.name == api.DEFAULT_CONFIG_NAME
+    with pytest.raises(TunewiseError, match="edit the Config object"):
+        api.Project(config, overrides=["train.lr=1"])
+
+
+def test_unconfined_code_needs_the_code_permission() -> None:
+    with pytest.raises(TunewiseError, match="only widens"), api._code_permission(False, True):
+        pass
