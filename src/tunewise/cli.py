@@ -95,6 +95,7 @@ def run(
             allow_code_execution=allow_code_execution,
             allow_unconfined_code=allow_unconfined_code,
             console=console,
+            config_path=config,
         )
 
 
@@ -107,7 +108,7 @@ def train(
         from tunewise import api
 
         overrides, request = _resume_choice(overrides or [], resume, fresh)
-        api.train(api.load_config(config, overrides), resume=request, console=console)
+        api.train(api.load_config(config, overrides), resume=request, console=console, config_path=config)
 
 
 @app.command("eval")
@@ -130,6 +131,7 @@ def evaluate(
             allow_code_execution=allow_code_execution,
             allow_unconfined_code=allow_unconfined_code,
             console=console,
+            config_path=config,
         )
 
 
@@ -182,6 +184,7 @@ def sweep_command(
             allow_code_execution=allow_code_execution,
             allow_unconfined_code=allow_unconfined_code,
             console=console,
+            config_path=config,
         )
 
 
@@ -201,6 +204,7 @@ def ablate_command(
             allow_code_execution=allow_code_execution,
             allow_unconfined_code=allow_unconfined_code,
             console=console,
+            config_path=config,
         )
 
 
