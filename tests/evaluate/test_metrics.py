@@ -1,7 +1,8 @@
 import pytest
 
+from tunewise.core.format import format_p, format_p_value, p_floor, p_floor_note
 from tunewise.evaluate.metrics import classification_metrics, perplexity_metrics
-from tunewise.evaluate.stats import format_p, format_p_value, mean_difference, p_floor, p_floor_note
+from tunewise.evaluate.stats import mean_difference
 from tunewise.train.callbacks import diverging
 
 

@@ -7,13 +7,12 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
+from tunewise.core.format import BOOTSTRAP_RESAMPLES, p_floor
 from tunewise.evaluate.stats import (
-    BOOTSTRAP_RESAMPLES,
     Difference,
     macro_f1_difference,
     macro_f1_from_indices,
     mean_difference,
-    p_floor,
     paired_bootstrap,
 )
 

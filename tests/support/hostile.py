@@ -1,4 +1,4 @@
-"""Hostile JSONL, CSV and Parquet files for tests/test_fuzz_inputs.py, each with what must happen to it.
+"""Hostile JSONL, CSV and Parquet files for tests/system/test_fuzz_inputs.py, each with what must happen to it.
 
 A generated `Case` is the file's bytes plus its oracle, built from how the file was made (not from the
 reader's code): how many records it holds (a non-blank line of JSONL, a data row of CSV, a row of

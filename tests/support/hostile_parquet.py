@@ -1,4 +1,4 @@
-"""Hostile Parquet files for tests/test_fuzz_inputs.py: wrong column types, missing and repeated columns,
+"""Hostile Parquet files for tests/system/test_fuzz_inputs.py: wrong column types, missing and repeated columns,
 values Python cannot hold, strings that are not UTF-8, truncated and garbage files (see tests/hostile.py).
 """
 

@@ -1,7 +1,7 @@
 """An AST scan of Python source for code that could run what a file, a model or a template says:
 pickle and its kin, torch.load without weights_only=True, unsafe yaml loads, trust_remote_code=True
 literals, eval/exec, Jinja2 outside the immutable sandbox, and archive extraction (which would need
-path checks). Used by tests/test_safety.py on src/tunewise; a finding names file, line and why.
+path checks). Used by tests/system/test_safety.py on src/tunewise; a finding names file, line and why.
 """
 
 from __future__ import annotations

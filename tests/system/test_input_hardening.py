@@ -5,7 +5,7 @@ a reject with a reason, or working behaviour, with nothing lost, no traceback an
 2. paths: symlink loops, directories, empty files, pipes, devices, unreadable and oddly named files, and
    CSV quotes that never close (the rows after them are read as rows of their own);
 3. hostile sizes: a 50 MB record is rejected or truncated without being tokenized whole;
-4. adversarial JSONL/CSV/Parquet files not covered by tests/test_fuzz_inputs.py.
+4. adversarial JSONL/CSV/Parquet files not covered by tests/system/test_fuzz_inputs.py.
 """
 
 from __future__ import annotations

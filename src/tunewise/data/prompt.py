@@ -17,8 +17,9 @@ from jinja2.utils import Namespace
 
 from tunewise.config import PromptSettings
 from tunewise.data.records import ANSWER_FIELDS, Record
+from tunewise.data.template_costs import checked_fromkeys, checked_pairs
 from tunewise.data.template_limits import DEFAULT_LIMITS, BoundedEnvironment, TemplateLimits
-from tunewise.data.template_sizes import RecordTooLong, checked_fromkeys, checked_pairs
+from tunewise.data.template_sizes import RecordTooLong
 from tunewise.errors import ConfigError, RenderError, TunewiseError
 
 DEFAULT_TEMPLATES = {

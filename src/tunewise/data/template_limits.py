@@ -17,26 +17,22 @@ Jinja's sandbox stops escapes to Python internals, not work: `range(10**9)`, nes
 
 Limits a record's size can reach (output and value sizes) raise `RecordTooLong` (a `RenderError`): that record is
 rejected as too long. Limits that only the template's logic reaches (time, steps, range, number size, nesting) raise
-`ConfigError`: the run stops.
+`ConfigError`: the run stops. The counting is in template_budget, value measures in template_sizes, and the checks
+made before one filter or method call in template_costs.
 """
 
 from __future__ import annotations
 
-import copy
 import functools
 import itertools
 import json
 import math
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import BuiltinMethodType, MethodType
 from typing import Any
 
-from jinja2 import nodes
-from jinja2.compiler import CodeGenerator
 from jinja2.environment import Template
 from jinja2.exceptions import TemplateError
 from jinja2.filters import make_attrgetter
@@ -45,19 +41,21 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace, generate_lorem_ipsum, pass_environment, pass_eval_context
 from markupsafe import Markup
 
-from tunewise.data.template_sizes import (
-    HOLDERS,
-    WEIGHED,
-    LimitExceeded,
-    SizedEscapeFormatter,
-    SizedFormatter,
+from tunewise.data.template_budget import BoundedCodeGenerator, Budget, Counted, State
+from tunewise.data.template_costs import (
     checked_fromkeys,
     checked_pairs,
     checked_unique,
     filter_sizes,
+    text_method_size,
+)
+from tunewise.data.template_sizes import (
+    WEIGHED,
+    LimitExceeded,
+    SizedEscapeFormatter,
+    SizedFormatter,
     nesting_depth,
     printf_size,
-    text_method_size,
     weigh,
     weigh_made,
 )
@@ -83,89 +81,7 @@ DEFAULT_LIMITS = TemplateLimits()
 
 
 _monotonic = time.monotonic
-
-
-class _Budget:
-    __slots__ = ("deadline", "left", "seconds", "steps")
-
-    def __init__(self, seconds: float, steps: int) -> None:
-        self.seconds, self.steps, self.left = seconds, steps, steps
-        self.deadline = time.monotonic() + seconds
-
-    def tick(self) -> None:
-        self.left -= 1
-        if self.left < 0:
-            raise LimitExceeded(f"loop iterations and calls exceed the limit of {self.steps}")
-        if time.monotonic() > self.deadline:
-            raise LimitExceeded(f"rendering exceeded {self.seconds:g} s (limit)")
-
-
-class _State(threading.local):
-    # Outside `render` (a bare template.render()) the size bounds still hold; time and steps are not counted.
-    budget = _Budget(math.inf, sys.maxsize)
-
-
-class _Counted:
-    """What a for-loop iterates: each item ticks the budget, so nested loops can't run 10**10 times."""
-
-    __slots__ = ("_budget", "_items")
-
-    def __init__(self, items: Any, budget: _Budget) -> None:
-        self._items, self._budget = items, budget
-
-    def __iter__(self) -> Iterator[Any]:
-        budget = self._budget
-        for item in self._items:
-            budget.left -= 1  # budget.tick(), inlined: this runs once per iteration of every loop
-            if budget.left < 0 or _monotonic() > budget.deadline:
-                budget.tick()
-            yield item
-
-    def __len__(self) -> int:  # loop.length without consuming the items (TypeError for iterators, as before)
-        return len(self._items)
-
-
-HOLDERS[_Counted] = lambda counted: (counted._items,)  # a loop object kept in a value holds what it iterates
-
-
 _QUOTED = {op: f"'{op}'" for op in ("*", "**", "%")}
-
-
-class _BoundedCodeGenerator(CodeGenerator):
-    """Routes the constructs that have no sandbox hook through the environment: loops and value building."""
-
-    def visit_For(self, node: nodes.For, frame: Any) -> None:
-        counted = copy.copy(node)  # the parsed tree stays as it was
-        counted.iter = nodes.Call(nodes.EnvironmentAttribute("counted"), [node.iter], [], None, None)
-        super().visit_For(counted, frame)
-
-    def visit_Call(self, node: nodes.Call, frame: Any, forward_caller: bool = False) -> None:
-        if isinstance(node.node, nodes.EnvironmentAttribute) and node.node.name == "counted":  # only ours make these
-            self.write("environment.counted(")  # a direct call: the sandbox's call() has nothing to check here
-            self.visit(node.args[0], frame)
-            self.write(")")
-        else:
-            super().visit_Call(node, frame, forward_caller=forward_caller)
-
-    def _fitted(self, visit: Callable[..., None], node: nodes.Node, frame: Any, what: str) -> None:
-        self.write("environment.fit(")
-        visit(node, frame)
-        self.write(f", {what!r})")
-
-    def visit_Concat(self, node: nodes.Concat, frame: Any) -> None:
-        self._fitted(super().visit_Concat, node, frame, "'~'")
-
-    def visit_List(self, node: nodes.List, frame: Any) -> None:
-        self._fitted(super().visit_List, node, frame, "a list")
-
-    def visit_Dict(self, node: nodes.Dict, frame: Any) -> None:
-        self._fitted(super().visit_Dict, node, frame, "a dict")
-
-    def visit_Tuple(self, node: nodes.Tuple, frame: Any) -> None:
-        if node.ctx != "load":  # a target: `{% for a, b in ... %}`
-            super().visit_Tuple(node, frame)
-        else:
-            self._fitted(super().visit_Tuple, node, frame, "a tuple")
 
 
 class BoundedEnvironment(ImmutableSandboxedEnvironment):
@@ -174,13 +90,13 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
     Use `template(source, what)` to compile and `render(template, what, variables)` to render: errors come out
     as one-line ConfigError/RenderError naming `what` (e.g. "prompt.template") and the limit hit."""
 
-    code_generator_class = _BoundedCodeGenerator
+    code_generator_class = BoundedCodeGenerator
     intercepted_binops = frozenset({"+", "*", "**", "%"})
 
     def __init__(self, limits: TemplateLimits = DEFAULT_LIMITS, **options: Any) -> None:
         super().__init__(**options)
         self.limits = limits
-        self._state = _State()
+        self._state = State()
         self.globals["range"] = self._range
         self.globals["lipsum"] = self._lipsum
         originals = dict(self.filters)
@@ -226,7 +142,7 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
     def render(self, template: Template, what: str, variables: Mapping[str, Any]) -> str:
         """Renders within the limits; other template errors (undefined, sandbox) propagate for the caller to word."""
         state = self._state
-        outer, state.budget = state.budget, _Budget(self.limits.seconds, self.limits.steps)
+        outer, state.budget = state.budget, Budget(self.limits.seconds, self.limits.steps)
         try:
             return template.render(variables)  # the output goes through `concat`, bounded
         except LimitExceeded as exc:
@@ -248,8 +164,8 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
             raise LimitExceeded(f"output exceeds the limit of {self.limits.output_chars} characters", per_record=True)
         return "".join(parts)
 
-    def counted(self, items: Any) -> _Counted:
-        return _Counted(items, self._state.budget)
+    def counted(self, items: Any) -> Counted:
+        return Counted(items, self._state.budget)
 
     def fit(self, value: Any, what: str) -> Any:
         """Passes a built value through if it is within the size limit."""

@@ -7,22 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# How a p reads (`p ≤ 0.001` at the floor 1 / (resamples + 1)) is tunewise.core.format's; these names stay
-# importable from here, beside the bootstrap that produces the p.
-from tunewise.core.format import BOOTSTRAP_RESAMPLES, format_p, format_p_value, p_floor, p_floor_note
-
-__all__ = [
-    "BOOTSTRAP_RESAMPLES",
-    "Difference",
-    "format_p",
-    "format_p_value",
-    "macro_f1_difference",
-    "macro_f1_from_indices",
-    "mean_difference",
-    "p_floor",
-    "p_floor_note",
-    "paired_bootstrap",
-]
+# The resample count is shared with how a p reads (`p ≤ 0.001` at the floor 1 / (resamples + 1)): core.format.
+from tunewise.core.format import BOOTSTRAP_RESAMPLES
 
 
 @dataclass(frozen=True)

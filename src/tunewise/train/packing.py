@@ -1,6 +1,6 @@
 """Padding-free batches: the examples of a micro-batch packed into one row, attention kept per example.
 
-What transformers 5.24 does with a packed row (verified in `masking_utils.py` and by `tests/test_packing.py`):
+What transformers 5.24 does with a packed row (verified in `masking_utils.py` and by `tests/train/test_packing.py`):
 
 - `create_causal_mask` detects packing from `position_ids` that restart (`find_packed_sequence_indices`) and builds a
   block-diagonal causal mask for the sdpa, eager and flex implementations, but only when `attention_mask is None`
