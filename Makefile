@@ -68,7 +68,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests examples bench
 
 bench: $(STAMP)
-	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/pip install -q -e '.[bench]' -c constraints.txt
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/label_scoring.py
 	$(BIN)/python bench/curate_throughput.py
