@@ -16,6 +16,7 @@ it). A bad config or bad data raises `tunewise.TunewiseError` with the one-line 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -119,9 +120,7 @@ def curate(config: ConfigSource, *, console: Console | None = None) -> CurationR
 
     outcome = curate_stage(_config(config), console or Console())
     result = outcome.result
-    rejected: dict[str, int] = {}
-    for reject in result.rejects:
-        rejected[str(reject.category)] = rejected.get(str(reject.category), 0) + 1
+    rejected = dict(Counter(str(reject.category) for reject in result.rejects))
     steps = [
         {"name": s.name, "n_in": s.n_in, "kept": s.kept, "dropped": dict(s.dropped), "changed": s.changed}
         for s in result.steps

@@ -18,10 +18,11 @@ from rich.console import Console
 from rich.markup import escape
 
 from tunewise.config import Config, dump_config
+from tunewise.core.processes import process_alive
 from tunewise.errors import TunewiseError
 from tunewise.track.env import file_digest
 from tunewise.track.rundir import run_name
-from tunewise.track.store import flatten, process_alive, read_info, read_json, read_yaml, run_info
+from tunewise.track.store import flatten, read_info, read_json, read_yaml, run_info
 
 ResumeMode = Literal["auto", "resume", "fresh"]
 _STAMP = re.compile(r"^\d{8}-\d{6}-(?P<slug>.+)$")

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from tunewise.config import Config, dump_config
+from tunewise.core.processes import process_alive
 from tunewise.core.safeio import replace_text, write_failure, writing
 from tunewise.data.jsonl import write_jsonl
 from tunewise.data.records import Reject
 from tunewise.errors import TunewiseError
-from tunewise.track.runinfo import RUN_JSON, RunInfo, process_alive
+from tunewise.track.runinfo import RUN_JSON, RunInfo
 
 MAX_SLUG = 80  # with the timestamp and a suffix, well under the 255 bytes a file name may have
 STAGING = ".tmp-run-"  # hidden: the run store never lists it

@@ -19,7 +19,6 @@ from rich.console import Console
 from rich.markup import escape
 
 from tunewise.config import greater_is_better
-from tunewise.core.processes import process_alive
 from tunewise.core.safeio import Unreadable, open_regular, read_json_file, read_regular
 from tunewise.core.yaml_input import decode_utf8, parse_yaml
 from tunewise.errors import ConfigError, TunewiseError
@@ -34,7 +33,6 @@ __all__ = [
     "RunInfo",
     "migrate",
     "open_index",
-    "process_alive",
     "read_info",
     "write_info",
 ]
