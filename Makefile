@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-summaries sweep-demo ablate-demo report test test-slow test-crash lint bench install lock browser sandbox clean config-docs
+.PHONY: demo export-demo bench-export demo-summaries sweep-demo ablate-demo report test test-slow test-crash lint bench install lock browser sandbox clean config-docs
 
 # Every install is held to constraints.txt: the exact versions the test suite passes with (`make lock` writes it).
 $(STAMP): pyproject.toml constraints.txt
@@ -28,6 +28,18 @@ lock: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python examples/tweet-sentiment/prepare.py
 	$(BIN)/tunewise run examples/tweet-sentiment/config.yaml
+
+# llama.cpp for the GGUF check, compiled once (~3 min) for AVX2 rather than -march=native: the native build's AMX
+# path crashed on quantized GGUFs on a Xeon with AMX (docs/export.md). No pip cache: a cached native wheel would win.
+GGUF_RUNTIME := CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
+	$(BIN)/pip install -q --no-cache-dir -e '.[gguf]' -c constraints.txt
+
+# The newest demo run shipped as merged safetensors + GGUF + Modelfile, checked with llama.cpp. Run `make demo` first.
+export-demo: $(STAMP)
+	$(GGUF_RUNTIME)
+	@run=$$(ls -d runs/*-tweet-sentiment 2>/dev/null | tail -n 1); \
+	  test -n "$$run" || { echo "no demo run in runs/: run make demo first"; exit 2; }; \
+	  $(BIN)/tunewise export "$$run" --overwrite
 
 demo-summaries: $(STAMP)
 	$(BIN)/python examples/paper-summaries/prepare.py
@@ -73,6 +85,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/label_scoring.py
 	$(BIN)/python bench/curate_throughput.py
 	$(BIN)/python bench/generation_throughput.py
+
+# Fidelity and time of `tunewise export` on the newest demo run (needs `make demo` first): docs/export.md
+bench-export: $(STAMP)
+	$(GGUF_RUNTIME)
+	$(BIN)/python bench/export_fidelity.py
 
 config-docs: $(STAMP)
 	$(BIN)/python -m tunewise.config.docs --write docs/configuration.md

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from tunewise import api
 from tunewise.errors import TunewiseError
@@ -40,3 +41,22 @@ def test_a_config_object_keeps_a_default_name_and_a_file_names_its_runs(write_co
 def test_unconfined_code_needs_the_code_permission() -> None:
     with pytest.raises(TunewiseError, match="only widens"), api._code_permission(False, True):
         pass
+
+
+def test_a_run_with_an_export_section_ships_the_model_at_the_end(write_config, monkeypatch) -> None:
+    import json
+
+    from tunewise.export import llama_runtime
+
+    monkeypatch.setattr(llama_runtime, "runtime_available", lambda: False)
+    path = write_config(train={"epochs": 1}, export={"formats": ["merged"]})
+    result = api.run(path, console=Console(quiet=True))
+    export_dir = result.run_dir / "export"
+    report = json.loads((export_dir / "export.json").read_text())
+    assert report["formats"] == ["merged"] and (export_dir / "merged" / "model.safetensors").is_file()
+    assert report["adapter"]["metrics"]["macro_f1"] == result.score("fine-tuned")
+
+
+def test_export_takes_options_over_the_run_config_and_checks_them(tmp_path) -> None:
+    with pytest.raises(TunewiseError, match="export: gguf_type"):
+        api.export(tmp_path / "no-run", gguf_type="q3_k")

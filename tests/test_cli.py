@@ -55,3 +55,15 @@ def test_skip_mode_writes_rejects_and_reports_counts(write_config, tiny_data, tm
     rejects = [json.loads(line) for line in (run / "rejects.jsonl").read_text().splitlines()]
     assert [(r["line"], r["field"]) for r in rejects] == [(97, None), (98, "text")]
     assert "rejected: 2" in result.output
+
+
+def test_export_of_a_missing_or_untrained_run_is_one_line_and_exit_2(tmp_path: Path):
+    _fails_with(["export", tmp_path / "runs" / "nope"], "no such run directory")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("data: {train: t.jsonl}\n")
+    _fails_with(["export", tmp_path / "run", "--format", "gguf"], "no trained adapter")
+
+
+def test_export_options_are_checked_before_the_run_is_read(tmp_path: Path):
+    _fails_with(["export", tmp_path / "nope", "--format", "onnx"], r"export: formats\.0.*'merged'")
+    _fails_with(["export", tmp_path / "nope", "--quant", "q2_k"], r"export: gguf_type.*'q8_0'")

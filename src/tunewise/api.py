@@ -148,7 +148,63 @@ def run(
     cfg, path = _config_and_path(config, config_path)
     with _code_permission(allow_code_execution, allow_unconfined_code):
         outcome = run_job(cfg, path, console or Console(), resume=resume_request(resume))
-    return _run_result(outcome)
+    result = _run_result(outcome)
+    if cfg.export is not None:  # the run's `export:` section: ship it now, measured like `tunewise export`
+        export(outcome.run_dir, settings=cfg.export, console=console, overwrite=True)
+    return result
+
+
+def export(
+    run_dir: str | Path,
+    *,
+    formats: Sequence[str] | None = None,
+    out: str | Path | None = None,
+    dtype: str | None = None,
+    gguf_type: str | None = None,
+    overwrite: bool = False,
+    settings: Any = None,
+    console: Console | None = None,
+) -> ExportResult:
+    """Ship a finished run: merged safetensors, a GGUF with its Ollama Modelfile and/or the adapter, with a model
+    card and export.json holding each artifact's fidelity. Unset options come from the run config's `export:`
+    section, else the defaults (merged + gguf, float32, f16). Published to `out` (default RUN_DIR/export) whole."""
+    from tunewise.config import ExportConfig
+    from tunewise.export.job import export_run
+    from tunewise.export.run_source import read_run_source
+
+    given = {"formats": list(formats) if formats else None, "dtype": dtype, "gguf_type": gguf_type}
+    given = {key: value for key, value in given.items() if value}
+    try:
+        ExportConfig.model_validate(given)  # the caller's options, checked before the run is read
+        run_path = Path(run_dir)
+        base = settings or read_run_source(run_path).config.export or ExportConfig()
+        chosen = ExportConfig.model_validate({**base.model_dump(), **given})
+    except ValueError as exc:
+        raise TunewiseError(f"export: {_first_error(exc)}") from None
+    outcome = export_run(run_path, chosen, console or Console(), out=Path(out) if out else None, overwrite=overwrite)
+    return ExportResult(outcome.out_dir, outcome.artifacts, outcome.report)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What `export` returns: the export directory, each artifact's path and export.json's content (fidelity)."""
+
+    out_dir: Path
+    artifacts: dict[str, Path]
+    report: dict[str, Any]
+
+    @property
+    def checks(self) -> list[dict[str, Any]]:
+        """One entry per artifact: logits against its source, task score and its difference to the adapter."""
+        return list(self.report.get("checks", []))
+
+
+def _first_error(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        return f"{'.'.join(map(str, first['loc']))}: {first['msg']}"
+    return str(exc).splitlines()[0]
 
 
 def train(

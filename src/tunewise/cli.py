@@ -157,6 +157,30 @@ def predict_command(
         api.predict(api.load_config(config, overrides), input, adapter=adapter, output=output, console=console)
 
 
+@app.command("export")
+def export_command(
+    run_dir: Annotated[Path, typer.Argument(help="a finished run directory (runs/<time>-<name>)", show_default=False)],
+    format: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--format",
+            help="merged (safetensors), gguf (with an Ollama Modelfile), adapter; repeat for several "
+            "(default: the run's export: section, else merged and gguf)",
+        ),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="export directory (default: RUN_DIR/export)")] = None,
+    dtype: Annotated[str | None, typer.Option(help="merged weights: float32 (default), bfloat16, float16")] = None,
+    quant: Annotated[str | None, typer.Option(help="GGUF weight type: f16 (default), bf16, q8_0, f32")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing export directory")] = False,
+) -> None:
+    """Ship a run as the model that was evaluated: merged safetensors, GGUF + Ollama Modelfile, model card, and
+    each artifact's fidelity (logits and the task score against base + adapter) in export.json."""
+    with _user_errors():
+        from tunewise import api
+
+        api.export(run_dir, formats=format, out=out, dtype=dtype, gguf_type=quant, overwrite=overwrite, console=console)
+
+
 @app.command("curate")
 def curate_command(config: ConfigArg, overrides: OverridesArg = None) -> None:
     """Curate the training data: validate, dedup, filter, balance, decontaminate, split; write a report."""

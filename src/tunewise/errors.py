@@ -31,3 +31,7 @@ class RenderError(TunewiseError):
     def __init__(self, reason: str, where: str = "") -> None:
         self.reason, self.where = reason, where  # the reason without the location, for a reject
         super().__init__(f"{where}: {reason}" if where else reason)
+
+
+class ExportError(TunewiseError):
+    """A run cannot be exported as asked: no adapter, an unmergeable adapter, an unsupported architecture..."""

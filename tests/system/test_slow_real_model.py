@@ -1,4 +1,4 @@
-"""The embedded SmolLM2-135M-Instruct for real (make test-slow): GGUF load, cache, a few training steps."""
+"""The embedded SmolLM2-135M-Instruct for real (make test-slow): GGUF load, cache, a few training steps, export."""
 
 import json
 import time
@@ -74,6 +74,7 @@ def test_run_on_real_tweets_for_a_few_steps(cache_dir: Path, tmp_path: Path, mon
     assert report["models"]["base"]["n"] == 12 and report["train"]["steps"] == 2
     assert (tmp_path / "curated" / "curation_report.html").is_file()
     assert (run / "adapter" / "adapter_model.safetensors").is_file()
+    _export_and_check(run)
 
 
 def test_fused_lora_matches_peft_on_the_real_model(cache_dir: Path, monkeypatch):
@@ -119,3 +120,30 @@ def test_fused_lora_matches_peft_on_the_real_model(cache_dir: Path, monkeypatch)
         f"worst relative grad diff {worst:.1e}"
     )
     assert worst < 1e-4
+
+
+def _export_and_check(run: Path) -> None:
+    """The few-steps run shipped: merged float32 against base + adapter, then GGUF f16 and q8_0 (through
+    llama.cpp when llama-cpp-python is installed, else transformers' reader), metadata from the source GGUF."""
+    import gguf
+
+    result = CliRunner().invoke(app, ["export", str(run)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads((run / "export" / "export.json").read_text())
+    merged, f16 = report["checks"]
+    assert merged["logits"]["max_abs_diff"] <= 1e-3 and merged["prediction_agreement"] == 1.0
+    # After 2 steps some label margins are within f16 rounding: 1 of the 12 may flip (the demo run: 300 of 300)
+    assert f16["logits"]["nmse"] < 1e-4 and f16["prediction_agreement"] >= 11 / 12
+    assert report["gguf"]["metadata_from"] == "source GGUF"
+    fields = gguf.GGUFReader(run / "export" / report["artifacts"]["gguf"]).fields
+    assert fields["tokenizer.ggml.pre"].contents() == "smollm"
+    assert "<|im_start|>" in fields["tokenizer.chat_template"].contents()
+    assert report["modelfile"]["identical_tokens"] == report["modelfile"]["records"] == 12
+    out = run / "export-q8"
+    result = CliRunner().invoke(
+        app, ["export", str(run), "--format", "gguf", "--quant", "q8_0", "--out", str(out)], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    checks = json.loads((out / "export.json").read_text())["checks"]
+    q8 = next(c for c in checks if c["artifact"] == "gguf q8_0")
+    assert q8["logits"]["nmse"] < 1e-2

@@ -8,6 +8,7 @@ writing in load; every public name is importable from here."""
 from __future__ import annotations
 
 from tunewise.config.evaluation import TRACKERS, EvalConfig, OutputConfig, TrackConfig
+from tunewise.config.exporting import ExportConfig
 from tunewise.config.inputs import DataConfig, ModelConfig, PromptConfig, PromptSettings, RecordKind
 from tunewise.config.load import (
     MAX_CONFIG_BYTES,
@@ -33,6 +34,7 @@ __all__ = [
     "Config",
     "DataConfig",
     "EvalConfig",
+    "ExportConfig",
     "LoraSettings",
     "ModelConfig",
     "OutputConfig",

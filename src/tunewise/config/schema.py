@@ -7,6 +7,7 @@ from pydantic import Field, model_validator
 from tunewise.config.curate import CurateConfig
 from tunewise.config.error_messages import CODE_FLAG_ONLY, is_config_key
 from tunewise.config.evaluation import EvalConfig, OutputConfig, TrackConfig
+from tunewise.config.exporting import ExportConfig
 from tunewise.config.inputs import DataConfig, ModelConfig, PromptConfig
 from tunewise.config.section import Section
 from tunewise.config.studies import AblateConfig, SweepConfig
@@ -30,6 +31,9 @@ class Config(Section):
     track: TrackConfig = Field(default_factory=TrackConfig, description="experiment trackers")
     sweep: SweepConfig | None = Field(None, description="the hyperparameter search of `tunewise sweep`")
     ablate: AblateConfig | None = Field(None, description="the data ablations of `tunewise ablate`")
+    export: ExportConfig | None = Field(
+        None, description="artifacts `tunewise run` exports at the end of a run (defaults of `tunewise export`)"
+    )
 
     @model_validator(mode="after")
     def _check_sweep_keys(self) -> Config:

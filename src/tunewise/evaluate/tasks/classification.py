@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tunewise.data.encode import encode_prompts
+from tunewise.data.records import Record
 from tunewise.evaluate.calibration import logprob_matrix
 from tunewise.evaluate.generate import generate_answers
 from tunewise.evaluate.metrics import classification_metrics, ranking_metrics
@@ -38,38 +39,45 @@ class ClassificationTask:
         return choice_logprobs(model, prompts, choices, pad, batch_size, progress, description or "scoring labels")
 
     def evaluate(self, model, tokenizer, renderer, records, batch_size, progress=None, description=""):
-        gold = [str(r.fields["label"]) for r in records]
         if self.mode == "generate":
-            return self._evaluate_generated(
-                model, tokenizer, renderer, records, gold, batch_size, progress, description
+            outputs = generate_answers(
+                model,
+                tokenizer,
+                renderer,
+                records,
+                self.max_new_tokens,
+                batch_size,
+                progress=progress,
+                description=description or "generating labels",
             )
-        scores = self.score(model, tokenizer, renderer, records, batch_size, progress, description)
-        predicted = [self.labels[i] for i in scores.argmax(dim=1).tolist()]
+            return self.from_outputs(records, outputs)
+        return self.from_scores(
+            records, self.score(model, tokenizer, renderer, records, batch_size, progress, description)
+        )
+
+    def from_scores(self, records: list[Record], scores: Any) -> EvalOutput:
+        """Metrics and predictions from label log-likelihoods [records, labels], however they were computed
+        (a Hugging Face model here, an exported GGUF through llama.cpp elsewhere)."""
+        gold = [str(r.fields["label"]) for r in records]
+        rows = [[float(s) for s in row] for row in scores]
+        predicted = [self.labels[max(range(len(row)), key=row.__getitem__)] for row in rows]
         predictions = [
             {
                 "source": r.where,
                 "gold": g,
                 "pred": p,
-                "logprobs": {label: round(float(s), 4) for label, s in zip(self.labels, row, strict=True)},
+                "logprobs": {label: round(s, 4) for label, s in zip(self.labels, row, strict=True)},
             }
-            for r, g, p, row in zip(records, gold, predicted, scores, strict=True)
+            for r, g, p, row in zip(records, gold, predicted, rows, strict=True)
         ]
         metrics = classification_metrics(gold, predicted, self.labels)
         # From the stored (rounded) log-likelihoods, so a calibrated row recomputes exactly the same figures.
         metrics.update(ranking_metrics(gold, logprob_matrix(predictions, self.labels), self.labels))
         return EvalOutput(metrics, predictions)
 
-    def _evaluate_generated(self, model, tokenizer, renderer, records, gold, batch_size, progress, description):
-        outputs = generate_answers(
-            model,
-            tokenizer,
-            renderer,
-            records,
-            self.max_new_tokens,
-            batch_size,
-            progress=progress,
-            description=description or "generating labels",
-        )
+    def from_outputs(self, records: list[Record], outputs: list[str]) -> EvalOutput:
+        """Metrics and predictions from free-form answers: the first label each names."""
+        gold = [str(r.fields["label"]) for r in records]
         predicted = [parse_label(text, self.labels) or UNPARSED for text in outputs]
         predictions = [
             {"source": r.where, "gold": g, "pred": p, "output": o}

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from tunewise.data.encode import encode_records
+from tunewise.data.prompt import PromptRenderer
+from tunewise.data.records import Record
 from tunewise.evaluate.generate import generate_answers
 from tunewise.evaluate.metrics import perplexity_metrics
 from tunewise.evaluate.scoring import completion_nll
@@ -40,8 +42,6 @@ class GenerativeTask:
         return SCORERS[self.name][1]
 
     def evaluate(self, model, tokenizer, renderer, records, batch_size, progress=None, description=""):
-
-        scorer, primary = SCORERS[self.name]
         outputs = generate_answers(
             model,
             tokenizer,
@@ -53,15 +53,21 @@ class GenerativeTask:
             progress=progress,
             description=description or "generating",
         )
+        output = self.from_outputs(records, renderer, outputs)
+        if self.with_perplexity:  # fluency on the references: a secondary figure, never the verdict
+            items, _ = encode_records(records, renderer, tokenizer, self.max_length)
+            total, count = completion_nll(model, items, tokenizer.pad_token_id, batch_size)
+            output.metrics["reference_perplexity"] = perplexity_metrics(total, count)["perplexity"]
+        return output
+
+    def from_outputs(self, records: list[Record], renderer: PromptRenderer, outputs: list[str]) -> EvalOutput:
+        """Metrics and predictions from the generated answers, however they were generated."""
+        scorer, primary = SCORERS[self.name]
         references = [renderer.target(r) for r in records]
         metrics = scorer(outputs, references)
         per_example = metrics.pop(f"per_example_{primary}")
         for key in [k for k in metrics if k.startswith("per_example_")]:
             metrics.pop(key)
-        if self.with_perplexity:  # fluency on the references: a secondary figure, never the verdict
-            items, _ = encode_records(records, renderer, tokenizer, self.max_length)
-            total, count = completion_nll(model, items, tokenizer.pad_token_id, batch_size)
-            metrics["reference_perplexity"] = perplexity_metrics(total, count)["perplexity"]
         predictions = [
             {"source": r.where, "reference": ref, "pred": out, primary: score}
             for r, ref, out, score in zip(records, references, outputs, per_example, strict=True)
