@@ -46,9 +46,9 @@ def test_unconfined_code_needs_the_code_permission() -> None:
 def test_a_run_with_an_export_section_ships_the_model_at_the_end(write_config, monkeypatch) -> None:
     import json
 
-    from tunewise.export import llama_runtime
+    from tunewise.export import verify
 
-    monkeypatch.setattr(llama_runtime, "runtime_available", lambda: False)
+    monkeypatch.setattr(verify, "llama_cpp_installed", lambda: False)
     path = write_config(train={"epochs": 1}, export={"formats": ["merged"]})
     result = api.run(path, console=Console(quiet=True))
     export_dir = result.run_dir / "export"

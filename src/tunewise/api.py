@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rich.console import Console
+from rich.markup import escape
 
 from tunewise.config import Config, config_from_mapping
 from tunewise.config import load_config as _load_config_file
@@ -150,7 +151,13 @@ def run(
         outcome = run_job(cfg, path, console or Console(), resume=resume_request(resume))
     result = _run_result(outcome)
     if cfg.export is not None:  # the run's `export:` section: ship it now, measured like `tunewise export`
-        export(outcome.run_dir, settings=cfg.export, console=console, overwrite=True)
+        try:
+            export(outcome.run_dir, settings=cfg.export, console=console, overwrite=True)
+        except TunewiseError as exc:  # the run itself succeeded: keep its result, say what to do about the export
+            (console or Console()).print(
+                f"[yellow]the run is complete, its export failed: {escape(str(exc))}; fix that, then run "
+                f"tunewise export {escape(str(outcome.run_dir))}[/]"
+            )
     return result
 
 

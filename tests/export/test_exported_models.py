@@ -12,13 +12,13 @@ from rich.console import Console
 
 from support.cli import invoke
 from tunewise.config import ExportConfig
-from tunewise.export import llama_runtime
+from tunewise.export import verify
 from tunewise.export.job import export_run
 
 
 @pytest.fixture
 def exported(run_copy: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
-    monkeypatch.setattr(llama_runtime, "runtime_available", lambda: False)  # transformers reads both, like eval
+    monkeypatch.setattr(verify, "llama_cpp_installed", lambda: False)  # transformers reads both, like eval
     result = export_run(run_copy, ExportConfig(formats=["merged", "gguf"]), Console(quiet=True))
     report = json.loads((result.out_dir / "export.json").read_text())
     return {"run": run_copy, "artifacts": result.artifacts, "report": report}

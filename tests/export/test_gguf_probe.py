@@ -59,6 +59,9 @@ def test_generation_tasks_get_greedy_answers(tiny_gguf: Path, tmp_path: Path):
     assert result.choice_scores is None
     assert result.task_generations is not None and len(result.task_generations) == 2
     assert all(len(ids) <= 3 for ids in result.task_generations)
+    first = result.task_generations[0][0]  # the task's own stops apply to task answers, not the probe's
+    stopped = run_probe(tiny_gguf, _request(choices=None, task_max_new_tokens=3, task_stops=[first]), tmp_path)
+    assert stopped.task_generations is not None and stopped.task_generations[0] == []
 
 
 def test_a_file_llama_cpp_cannot_load_is_a_one_line_reason(tmp_path: Path):

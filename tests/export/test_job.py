@@ -73,14 +73,48 @@ def test_export_json_and_card_carry_the_fidelity_and_the_evidence(run_copy: Path
     assert generation["do_sample"] is False and generation["eos_token_id"] is not None
 
 
-def test_an_existing_export_is_kept_unless_overwrite(run_copy: Path):
-    (run_copy / "export").mkdir()
-    (run_copy / "export" / "mine.txt").write_text("keep")
+def test_overwrite_replaces_an_earlier_export_and_nothing_else(run_copy: Path):
+    first = export_run(run_copy, _merged_only(), QUIET)
+    (first.out_dir / "mine.txt").write_text("from the first export")
     with pytest.raises(ExportError, match="already exists; pass --overwrite"):
         export_run(run_copy, _merged_only(), QUIET)
-    assert (run_copy / "export" / "mine.txt").read_text() == "keep"
     export_run(run_copy, _merged_only(), QUIET, overwrite=True)
-    assert not (run_copy / "export" / "mine.txt").exists()
+    assert not (first.out_dir / "mine.txt").exists()
+    folder = run_copy.parent / "my-models"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("keep")
+    with pytest.raises(ExportError, match="not an earlier export"):
+        export_run(run_copy, _merged_only(), QUIET, out=folder, overwrite=True)
+    assert (folder / "keep.txt").read_text() == "keep"
+
+
+@pytest.mark.parametrize("target", ["run", "parent"])
+def test_the_run_or_a_folder_holding_it_is_never_the_export_target(run_copy: Path, target: str):
+    out = run_copy if target == "run" else run_copy.parent
+    with pytest.raises(ExportError, match="is the run directory or holds it"):
+        export_run(run_copy, _merged_only(), QUIET, out=out, overwrite=True)
+    assert (run_copy / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_the_adapter_format_copies_only_the_adapter_files_never_a_link(run_copy: Path, tmp_path: Path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("private")
+    (run_copy / "adapter" / "notes.txt").symlink_to(secret)
+    result = export_run(run_copy, ExportConfig(formats=["adapter"]), QUIET)
+    shipped = sorted(p.name for p in result.artifacts["adapter"].iterdir())
+    assert "notes.txt" not in shipped and "adapter_model.safetensors" in shipped
+    weights = run_copy / "adapter" / "adapter_model.safetensors"
+    weights.rename(tmp_path / "weights.safetensors")
+    weights.symlink_to(tmp_path / "weights.safetensors")
+    with pytest.raises(ExportError, match="not a regular file"):
+        export_run(run_copy, ExportConfig(formats=["adapter"]), QUIET, overwrite=True)
+
+
+def test_a_run_config_that_trusts_remote_code_is_refused(run_copy: Path):
+    config = (run_copy / "config.yaml").read_text()
+    (run_copy / "config.yaml").write_text(config.replace("trust_remote_code: false", "trust_remote_code: true"))
+    with pytest.raises(ExportError, match="never runs a model's own code"):
+        export_run(run_copy, _merged_only(), QUIET)
 
 
 def test_a_failure_midway_leaves_no_export_and_no_staging(run_copy: Path, monkeypatch: pytest.MonkeyPatch):

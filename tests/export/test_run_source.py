@@ -12,7 +12,13 @@ from rich.console import Console
 
 from tunewise.core.hashing import sha256_file
 from tunewise.errors import ExportError
-from tunewise.export.run_source import MAX_ADAPTER_CONFIG, check_mergeable, evaluated_data, read_run_source
+from tunewise.export.run_source import (
+    MAX_ADAPTER_CONFIG,
+    check_mergeable,
+    evaluated_data,
+    read_run_source,
+    recorded_predictions,
+)
 
 QUIET = Console(quiet=True)
 
@@ -113,6 +119,8 @@ def test_a_missing_test_file_is_gone(run_copy: Path, tmp_path: Path):
     env_file = run_copy / "env.json"
     env = json.loads(env_file.read_text())
     gone = tmp_path / "moved-away" / "test.jsonl"
+    config = (run_copy / "config.yaml").read_text()
+    (run_copy / "config.yaml").write_text(config.replace(env["data"]["test"]["path"], str(gone)))
     env["data"]["test"]["path"] = str(gone)
     env_file.write_text(json.dumps(env))
     with pytest.raises(ExportError, match="is gone") as exc:
@@ -124,10 +132,28 @@ def test_files_the_run_recorded_as_missing_or_unhashed_are_not_checked(run_copy:
     env_file = run_copy / "env.json"
     env = json.loads(env_file.read_text())
     env["data"]["extra"] = {"path": str(tmp_path / "never-there.jsonl"), "missing": True}
-    env["data"]["odd"] = "not an entry"
     env_file.write_text(json.dumps(env))
     data = evaluated_data(read_run_source(run_copy), QUIET)
-    assert "odd" not in data.files and len(data.records) == 24
+    assert "extra" in data.files and len(data.records) == 24
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda env: env.update(data=[1]), "missing or damaged"),
+        (lambda env: env["data"].update(odd="not an entry"), "missing or damaged"),
+        (lambda env: env.pop("data"), "missing or damaged"),
+        (lambda env: env["data"]["test"].update(path="/elsewhere/test.jsonl"), "not .*the one config.yaml reads"),
+    ],
+)
+def test_a_damaged_or_edited_env_json_is_one_line(run_copy: Path, change, message: str):
+    env_file = run_copy / "env.json"
+    env = json.loads(env_file.read_text())
+    change(env)
+    env_file.write_text(json.dumps(env))
+    with pytest.raises(ExportError, match=message) as exc:
+        evaluated_data(read_run_source(run_copy), QUIET)
+    assert "\n" not in str(exc.value)
 
 
 def test_training_records_come_from_the_curated_file_the_run_recorded(run_copy: Path, tmp_path: Path):
@@ -154,3 +180,30 @@ def test_a_curated_entry_without_a_path_is_one_line(run_copy: Path):
     env_file.write_text(json.dumps(env))
     with pytest.raises(ExportError):
         evaluated_data(read_run_source(run_copy), QUIET)
+
+
+def test_recorded_predictions_are_used_only_when_they_hold_what_the_task_compares(run_copy: Path):
+    source = read_run_source(run_copy)
+    data = evaluated_data(source, QUIET)
+    recorded = recorded_predictions(source, data)
+    assert recorded is not None and len(recorded.predictions) == len(data.records)
+    lines = (run_copy / "predictions.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
+    for row in rows:
+        row.pop("gold")
+    (run_copy / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert recorded_predictions(source, data) is None
+    rows[0]["gold"] = {"unhashable": ["x"]}
+    (run_copy / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert recorded_predictions(source, data) is None
+
+
+def test_a_code_run_is_compared_on_generated_text_never_by_running_code() -> None:
+    from tunewise.config import config_from_mapping
+    from tunewise.export.run_source import _export_task
+
+    config = config_from_mapping(
+        {"data": {"kind": "completion", "train": "t.jsonl"}, "eval": {"task": "code", "samples": 1, "k": [1]}}
+    )
+    task = _export_task(config, [])
+    assert task.name == "generation" and task.primary_metric == "sentence_chrf"

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from tunewise.config import ExportConfig
 from tunewise.errors import ExportError
-from tunewise.export import llama_runtime, verify
+from tunewise.export import verify
 from tunewise.export.job import export_run
 
 QUIET = Console(quiet=True)
@@ -23,7 +23,7 @@ def _gguf_check(out_dir: Path) -> dict:
 
 
 def test_without_llama_cpp_the_gguf_is_checked_by_transformers(run_copy: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(llama_runtime, "runtime_available", lambda: False)
+    monkeypatch.setattr(verify, "llama_cpp_installed", lambda: False)
     result = export_run(run_copy, ExportConfig(formats=["gguf"]), QUIET)
     check = _gguf_check(result.out_dir)
     assert check["runtime"] == "transformers GGUF reader"
@@ -35,7 +35,7 @@ def test_without_llama_cpp_the_gguf_is_checked_by_transformers(run_copy: Path, m
 
 
 def test_a_llama_cpp_failure_falls_back_with_the_reason(run_copy: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(llama_runtime, "runtime_available", lambda: True)
+    monkeypatch.setattr(verify, "llama_cpp_installed", lambda: True)
 
     def crash(*args: object, **kwargs: object) -> None:
         raise ExportError("llama.cpp crashed (SIGSEGV; a build of llama-cpp-python for this CPU may fix it)")

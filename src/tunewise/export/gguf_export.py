@@ -39,6 +39,8 @@ GGUF_TYPES: tuple[str, ...] = tuple(_TYPES)
 
 # Keys that describe the file rather than the model: set afresh for the new file, never copied.
 _FILE_KEYS = {"general.architecture", "general.file_type", "general.quantization_version", "general.alignment"}
+# What describes the source file and not the model: its quantization inputs (imatrix) and its identity.
+_SOURCE_FILE_PREFIXES = ("quantize.", "general.uuid")
 # Hyperparameters a source GGUF must share with the merged model, as (GGUF key suffix, config.json field).
 _SHARED_SHAPE = (
     ("block_count", "num_hidden_layers"),
@@ -148,10 +150,14 @@ def _metadata_from_source(
                 f"{config_key}={config[config_key]}; pass the GGUF of the model that was fine-tuned"
             )
     values = {}
-    for key, field in fields.items():
-        if key not in _FILE_KEYS:
-            vtype = field.types[0]
-            values[key] = (field.contents(), vtype, field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None)
+    try:
+        for key, field in fields.items():
+            if key not in _FILE_KEYS and not key.startswith(_SOURCE_FILE_PREFIXES):
+                vtype = field.types[0]
+                sub_type = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+                values[key] = (field.contents(), vtype, sub_type)
+    except (ValueError, IndexError) as error:  # UnicodeDecodeError (a ValueError): a string that is not UTF-8
+        raise ExportError(f"the source GGUF has unreadable metadata: {source} ({one_line(error)})") from None
     n_vocab = len(tokens.data)
     if eos_token_id is not None:
         values[gguf.Keys.Tokenizer.EOS_ID] = (checked_token_id(eos_token_id, n_vocab), gguf.GGUFValueType.UINT32, None)

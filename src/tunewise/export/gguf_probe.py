@@ -31,6 +31,7 @@ class ProbeRequest:
     task_prompts: list[list[int]]
     choices: list[list[int]] | None = None
     task_max_new_tokens: int = 0
+    task_stops: list[int] | None = None  # where task answers stop, as tunewise's generation stops (its EOS)
     n_ctx: int = 2048
 
 
@@ -49,9 +50,11 @@ def run_probe(gguf_file: Path, request: ProbeRequest, workdir: Path, timeout: fl
     request_file.write_text(json.dumps(asdict(request)), encoding="utf-8")
     # A fresh interpreter running this module, not multiprocessing: spawn would re-import the caller's own
     # script in the child (running whatever it does at top level), and fork a process holding torch's threads.
-    command = [sys.executable, "-m", __name__, str(gguf_file), str(request_file), str(result_file)]
+    # -I: the child imports nothing from the current folder or PYTHON* variables, only the installed packages.
+    files = [str(Path(f).resolve()) for f in (gguf_file, request_file, result_file)]
+    command = [sys.executable, "-I", "-m", __name__, *files]
     try:
-        child = subprocess.run(command, capture_output=True, timeout=timeout, check=False)
+        child = subprocess.run(command, capture_output=True, timeout=timeout, check=False, cwd=workdir)
     except subprocess.TimeoutExpired:
         raise ExportError(f"llama.cpp did not finish the GGUF check within {timeout:.0f} s") from None
     try:
@@ -99,8 +102,9 @@ def _child(gguf_file: str, request_file: str, result_file: str) -> None:
             if request.choices is not None:
                 arrays["choice_scores"] = runtime.choice_logprobs(request.task_prompts, request.choices)
             elif request.task_max_new_tokens:
+                task_stops = set(request.task_stops if request.task_stops is not None else request.stops)
                 lists["task_generations"] = [
-                    runtime.greedy(p, request.task_max_new_tokens, stops) for p in request.task_prompts
+                    runtime.greedy(p, request.task_max_new_tokens, task_stops) for p in request.task_prompts
                 ]
     except ExportError as exc:
         (Path(result_file).parent / "probe-error.txt").write_text(str(exc), encoding="utf-8")

@@ -19,7 +19,7 @@ from tunewise.core.safeio import save_dir_atomically, writing
 from tunewise.errors import ExportError
 from tunewise.export.card import write_model_card
 from tunewise.export.gguf_export import check_gguf_support, write_gguf
-from tunewise.export.merge import load_adapted, merge_and_save, stop_token_ids
+from tunewise.export.merge import load_adapted, merge_and_save, save_merged, stop_token_ids
 from tunewise.export.modelfile import build_modelfile
 from tunewise.export.report import print_checks
 from tunewise.export.run_source import (
@@ -62,10 +62,7 @@ def export_run(
     if settings.formats != ["adapter"]:
         check_mergeable(source)
     out_dir = out or run_dir / "export"
-    if out_dir.exists() and not overwrite:
-        raise ExportError(f"{out_dir} already exists; pass --overwrite to replace it, or --out another directory")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ExportError(f"{out_dir} exists and is not a directory; pass --out another directory")
+    _check_target(out_dir, run_dir, overwrite)
     result = ExportResult(out_dir, {})
 
     def build(staged: Path) -> None:
@@ -77,6 +74,25 @@ def export_run(
         save_dir_atomically(out_dir, build)
     console.print(f"export: {escape(str(out_dir))} ({', '.join(result.artifacts)})")
     return result
+
+
+def _check_target(out_dir: Path, run_dir: Path, overwrite: bool) -> None:
+    """--overwrite replaces an earlier export (a directory holding export.json) or an empty directory, nothing else:
+    never the run, a folder holding it, or a folder of the user's that happens to be named."""
+    target, run = out_dir.resolve(), run_dir.resolve()
+    if target == run or target in run.parents:
+        raise ExportError(f"--out {out_dir} is the run directory or holds it; pass --out a new directory")
+    if not os.path.lexists(out_dir):
+        return
+    if out_dir.is_symlink() or not out_dir.is_dir():
+        raise ExportError(f"{out_dir} exists and is not a directory; pass --out another directory")
+    if not overwrite:
+        raise ExportError(f"{out_dir} already exists; pass --overwrite to replace it, or --out another directory")
+    if not (out_dir / EXPORT_JSON).is_file() and any(out_dir.iterdir()):
+        raise ExportError(
+            f"{out_dir} is not an earlier export (no {EXPORT_JSON}) and not empty; --overwrite replaces only an "
+            "export: pass --out a new directory"
+        )
 
 
 def _build(source: ExportSource, settings: ExportConfig, staged: Path, console: Console) -> dict[str, Any]:
@@ -98,15 +114,21 @@ def _build(source: ExportSource, settings: ExportConfig, staged: Path, console: 
     if {"merged", "gguf"} & set(settings.formats):
         merged_dir = staged / "merged"
         generation, timings["merge_and_save_s"] = _timed(lambda: merge_and_save(adapted, merged_dir, settings.dtype))
+        full_precision = merged_dir  # the GGUF is written from float32 weights, never from a cast copy
+        if "gguf" in settings.formats and settings.dtype != "float32":
+            full_precision = staged / ".merged-float32"  # hidden, removed before the export is published
+            save_merged(adapted, full_precision, "float32", generation)
         adapted.model = None  # the merged copy is re-read from disk below: the artifact, not the object
         measuring = Measuring(reference, data, adapted.renderer, config.eval.batch_size, console)
         merged_check, merged_logits = check_merged(merged_dir, settings.dtype, measuring)
         checks.append(merged_check)
+        if settings.dtype != "float32":  # the GGUF then answers to base + adapter, not to a rounded copy
+            merged_logits = reference.logits
         if "gguf" in settings.formats:
             gguf_file = staged / f"{_stem(config.model.name)}.{settings.gguf_type}.gguf"
             summary, timings["gguf_write_s"] = _timed(
                 lambda: write_gguf(
-                    merged_dir,
+                    full_precision,
                     gguf_file,
                     tensor_type=settings.gguf_type,
                     source_gguf=adapted.source_gguf,
@@ -115,7 +137,10 @@ def _build(source: ExportSource, settings: ExportConfig, staged: Path, console: 
                 )
             )
             artifacts["gguf"] = gguf_file.name
-            checks.append(check_gguf(gguf_file, merged_logits, measuring))
+            against = "merged" if settings.dtype == "float32" else "base + adapter"
+            checks.append(check_gguf(gguf_file, merged_logits, measuring, against))
+            if full_precision != merged_dir:
+                shutil.rmtree(full_precision)
             modelfile = build_modelfile(adapted.renderer, gguf_file.name)
             (staged / "Modelfile").write_text(modelfile.text, encoding="utf-8")
             artifacts["modelfile"] = "Modelfile"

@@ -3,6 +3,7 @@ directory that loads with `AutoModelForCausalLM.from_pretrained(dir)` and no tun
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +46,12 @@ def load_adapted(
 ) -> AdaptedModel:
     """Never merge into quantized weights: a GGUF base is dequantized (the loader's float32 cache), and every base
     loads in float32 here, so the merge adds the update to the exact weights the adapter was trained against."""
-    full_precision = config.model.model_copy(update={"dtype": "float32"})
+    if config.model.trust_remote_code:
+        raise ExportError(
+            f"the run's config sets model.trust_remote_code for {config.model.name}; tunewise export never runs a "
+            "model's own code (a run directory is not proof you reviewed it): export such a model with its own tools"
+        )
+    full_precision = config.model.model_copy(update={"dtype": "float32", "trust_remote_code": False})
     loaded = load_model(full_precision)
     _check_adapter_base(adapter_settings, loaded.model, config.model.name, adapter_dir)
     model = attach_adapter(loaded.model, adapter_dir)
@@ -55,19 +61,30 @@ def load_adapted(
 
 
 def merge_and_save(adapted: AdaptedModel, directory: Path, dtype: str = "float32") -> dict[str, Any]:
-    """Fold the adapter into the weights and write `directory`: safetensors, config, tokenizer with its chat
-    template, and a generation_config.json whose EOS ends the answer exactly where training taught it to.
-    Returns the generation settings written. The adapted model is merged in place: take its logits first."""
+    """Fold the adapter into the weights (in float32) and write `directory`: safetensors in `dtype`, config,
+    tokenizer with its chat template, and a generation_config.json whose EOS ends the answer exactly where training
+    taught it to. Returns the generation settings written. The adapted model is merged in place: take its logits
+    first; `adapted.model` is then the merged model, still in float32."""
     merged = adapted.model.merge_and_unload()
-    merged.to(DTYPES[dtype])
-    merged.config.dtype = dtype
+    adapted.model = merged
+    generation = generation_settings(adapted)
+    save_merged(adapted, directory, dtype, generation)
+    return generation
+
+
+def generation_settings(adapted: AdaptedModel) -> dict[str, Any]:
     stops = stop_token_ids(adapted.renderer, adapted.tokenizer)
-    generation = {
+    return {
         "eos_token_id": stops if len(stops) > 1 else stops[0],
         "pad_token_id": adapted.tokenizer.pad_token_id,
         "bos_token_id": adapted.tokenizer.bos_token_id,
         "do_sample": False,  # the run evaluated greedy answers
     }
+
+
+def save_merged(adapted: AdaptedModel, directory: Path, dtype: str, generation: dict[str, Any]) -> None:
+    """The merged model saved in `dtype` (a copy when that is not float32: the model in memory stays float32)."""
+    merged = adapted.model if dtype == "float32" else copy.deepcopy(adapted.model).to(DTYPES[dtype])
     merged.generation_config.update(**generation)
     merged.generation_config.temperature = None
     merged.generation_config.top_p = None
@@ -76,8 +93,6 @@ def merge_and_save(adapted: AdaptedModel, directory: Path, dtype: str = "float32
     adapted.tokenizer.save_pretrained(directory)
     for stray in (p for p in directory.rglob("*") if p.suffix in {".py", ".pyc"}):  # an export never ships code
         stray.unlink()
-    adapted.model = merged
-    return generation
 
 
 def stop_token_ids(renderer: PromptRenderer, tokenizer: Any) -> list[int]:

@@ -174,7 +174,7 @@ def _header(renderer: PromptRenderer, prompt_field: str | None, system: bool) ->
         f"# ({', '.join(parts)} and the answer prefix).",
         f"# Send {send} as the prompt; the template adds the rest.",
         "# One user turn per request: follow-up turns of a conversation are not in the trained format.",
-        "# Greedy decoding (temperature 0), as tunewise evaluates.",
+        "# Greedy decoding (temperature 0, no repeat penalty), as tunewise evaluates.",
     ]
 
 
@@ -195,7 +195,8 @@ def _stops(renderer: PromptRenderer, parameters: dict, notes: list[str]) -> tupl
 
 def _parameter_lines(parameters: dict[str, str | int | float]) -> list[str]:
     lines = []
-    for name, value in {"temperature": 0, **parameters}.items():
+    # Ollama's runner applies repeat_penalty 1.1 by default, which temperature 0 does not turn off: 1 makes it greedy.
+    for name, value in {"temperature": 0, "repeat_penalty": 1, **parameters}.items():
         if name == "stop":
             continue  # written with the end-of-answer stops
         if not re.fullmatch(r"[A-Za-z0-9_]+", name) or isinstance(value, bool):

@@ -42,6 +42,12 @@ def print_checks(console: Console, checks: list[ArtifactCheck], primary: str, re
     for check in checks:
         for note in check.notes:
             console.print(f"{escape(check.artifact)}: {escape(note)}")
+    for check in checks:
+        if check.logits and check.logits.verdict == "fail":
+            console.print(
+                f"[bold red]{escape(check.artifact)} does not reproduce {escape(check.against)}: logit NMSE "
+                f"{check.logits.nmse:.1e} (llama.cpp's check fails at 1e-2); do not ship it as the evaluated model[/]"
+            )
     modelfile = report.get("modelfile")
     if modelfile:
         console.print(

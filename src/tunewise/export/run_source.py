@@ -93,8 +93,7 @@ def evaluated_data(source: ExportSource, console: Console) -> EvaluatedData:
     """The evaluated split rebuilt from the files the run hashed. A file that changed since is an error: its
     records would not be the ones the run was scored on, so a comparison with them would prove nothing."""
     config = source.config
-    recorded = (source.environment or {}).get("data") or {}
-    files = {name: entry for name, entry in recorded.items() if isinstance(entry, dict)}
+    files = _recorded_files(source)
     for name, entry in files.items():
         if name.startswith("curated ") and (entry.get("missing") or not entry.get("path")):
             raise ExportError(
@@ -112,7 +111,7 @@ def evaluated_data(source: ExportSource, console: Console) -> EvaluatedData:
     except TunewiseError as exc:
         raise ExportError(f"the run's data cannot be read again: {exc}") from None
     normalize_eval_inputs(config, splits, console)
-    task = task_for(config.data.kind, splits.labels, config.eval, config.train.max_length)
+    task = _export_task(config, splits.labels)
     records = splits.test if config.eval.split == "test" else splits.val
     if not records:
         raise ExportError(f"the run's {config.eval.split} split is empty: there is nothing to check the export on")
@@ -139,10 +138,50 @@ def recorded_predictions(source: ExportSource, data: EvaluatedData) -> EvalOutpu
                     rows.append({key: value for key, value in row.items() if key != "model"})
     except (OSError, ValueError, RecursionError):
         return None
-    sources = [r.where for r in data.records]
-    if [row.get("source") for row in rows] != sources or not all("pred" in row for row in rows):
+    if source.config.eval_task == "code" or [row.get("source") for row in rows] != [r.where for r in data.records]:
+        return None  # a code run recorded pass@k, not the text comparison its export makes
+    try:  # the rows must hold what the task compares (gold, pred, per-example scores), as the run wrote them
+        data.task.compare(rows, rows)
+        hash(tuple(str(row["pred"]) for row in rows))
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+    if data.task.name == "classification" and [row.get("gold") for row in rows] != [
+        str(r.fields["label"]) for r in data.records
+    ]:
         return None
     return EvalOutput(metrics, rows)
+
+
+def _recorded_files(source: ExportSource) -> dict[str, dict[str, Any]]:
+    """env.json's data entries, which must name the files the config reads: they prove the data is unchanged."""
+    env_file = source.run_dir / "env.json"
+    data = (source.environment or {}).get("data")
+    if not isinstance(data, dict) or not all(isinstance(e, dict) for e in data.values()):
+        raise ExportError(
+            f"{env_file}: missing or damaged (no data hashes), so the export cannot prove it is checked on the "
+            "data the run evaluated; export a run whose env.json is intact"
+        )
+    config = source.config.data
+    for split in ("train", "val", "test"):
+        given, entry = getattr(config, split), data.get(split)
+        if given is not None and (entry is None or Path(str(entry.get("path"))).resolve() != Path(given).resolve()):
+            raise ExportError(
+                f"{env_file}: the {split} file it hashed is not {given}, the one config.yaml reads; the run "
+                "directory has been edited: export a run as tunewise wrote it"
+            )
+    return data
+
+
+def _export_task(config: Any, labels: list[str]) -> EvalTask:
+    """The run's task, except code: pass@k runs model-written programs, which an export never does (it has no
+    --allow-code-execution); a code run's export is compared on its generated text (chrF) instead."""
+    if config.eval_task != "code":
+        return task_for(config.data.kind, labels, config.eval, config.train.max_length)
+    from tunewise.evaluate.tasks.generative import GenerativeTask
+
+    return GenerativeTask(
+        "generation", config.eval.max_new_tokens, list(config.eval.stop), config.train.max_length, False
+    )
 
 
 def _check_unchanged(name: str, entry: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@ against the merged model (through llama.cpp when it is installed), the Modelfile
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -106,22 +107,28 @@ def check_merged(merged_dir: Path, dtype: str, m: Measuring) -> tuple[ArtifactCh
     return check, merged_logits
 
 
-def check_gguf(gguf_file: Path, merged_logits: list[np.ndarray], m: Measuring) -> ArtifactCheck:
+def check_gguf(
+    gguf_file: Path, merged_logits: list[np.ndarray], m: Measuring, against: str = "merged"
+) -> ArtifactCheck:
     """Through llama.cpp when llama-cpp-python is installed (the runtime users serve GGUF with), in a child
     process; otherwise, or when llama.cpp fails on this machine, through transformers' GGUF reader, which checks
     the file (weights, layout, tokenizer) but not llama.cpp itself."""
-    from tunewise.export.llama_runtime import runtime_available
-
-    if not runtime_available():
+    if not llama_cpp_installed():
         check = _check_gguf_with_transformers(gguf_file, merged_logits, m)
         check.notes.append(f"llama.cpp runtime not installed ({INSTALL_RUNTIME}): checked with transformers' reader")
-        return check
-    try:
-        return _check_gguf_with_llama_cpp(gguf_file, merged_logits, m)
-    except ExportError as exc:
-        check = _check_gguf_with_transformers(gguf_file, merged_logits, m)
-        check.notes.append(f"{exc}; checked with transformers' reader instead")
-        return check
+    else:
+        try:
+            check = _check_gguf_with_llama_cpp(gguf_file, merged_logits, m)
+        except (ExportError, ValueError) as exc:  # ValueError: results of another shape than asked for
+            check = _check_gguf_with_transformers(gguf_file, merged_logits, m)
+            check.notes.append(f"{exc}; checked with transformers' reader instead")
+    check.against = against
+    return check
+
+
+def llama_cpp_installed() -> bool:
+    """Looked up, not imported: the native library is loaded only in the child process that runs the GGUF."""
+    return importlib.util.find_spec("llama_cpp") is not None
 
 
 def _check_gguf_with_llama_cpp(gguf_file: Path, merged_logits: list[np.ndarray], m: Measuring) -> ArtifactCheck:
@@ -132,6 +139,7 @@ def _check_gguf_with_llama_cpp(gguf_file: Path, merged_logits: list[np.ndarray],
     inputs = task_inputs(data.task, tokenizer, renderer, data.records)
     texts = [renderer.prompt(r) for r in data.records[: len(reference.prompts)]]
     longest = max(len(s) for s in [*reference.sequences, *inputs.prompts])
+    longest_choice = max((len(c) for c in inputs.choices or []), default=0)
     request = ProbeRequest(
         reference.sequences,
         reference.prompts,
@@ -141,7 +149,9 @@ def _check_gguf_with_llama_cpp(gguf_file: Path, merged_logits: list[np.ndarray],
         inputs.prompts,
         inputs.choices,
         inputs.max_new_tokens,
-        n_ctx=longest + max(GREEDY_TOKENS, inputs.max_new_tokens) + 16,
+        # tunewise's own generation stops at the tokenizer's EOS only; the GGUF's task answers must too
+        task_stops=[tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [],
+        n_ctx=longest + max(GREEDY_TOKENS, inputs.max_new_tokens, longest_choice) + 16,
     )
     with m.console.status("checking the GGUF with llama.cpp"), tempfile.TemporaryDirectory() as workdir:
         result = run_probe(gguf_file, request, Path(workdir))
@@ -185,10 +195,15 @@ def check_modelfile(
 def check_adapter_copy(adapter_dir: Path, tokenizer: Any, target: Path) -> ArtifactCheck:
     """The adapter shipped as trained, with the tokenizer beside it; checked byte for byte."""
     clock = Stopwatch()
-    shutil.copytree(adapter_dir, target, ignore=shutil.ignore_patterns("*.py", "*.pyc"))
+    names = ("adapter_model.safetensors", "adapter_config.json")
+    target.mkdir()
+    for name in names:  # only these two, as regular files: a link planted in adapter/ is never followed
+        source = adapter_dir / name
+        if source.is_symlink() or not source.is_file():
+            raise ExportError(f"{source} is not a regular file; export a run whose adapter/ tunewise wrote")
+        shutil.copyfile(source, target / name, follow_symlinks=False)
     tokenizer.save_pretrained(target)
     check = ArtifactCheck("adapter", "files", "the run's adapter")
-    names = ("adapter_model.safetensors", "adapter_config.json")
     if any(sha256_file(adapter_dir / n) != sha256_file(target / n) for n in names):
         raise ExportError(f"the adapter copied to {target} differs from {adapter_dir}; export again")
     check.notes.append("adapter files identical to the run's (SHA-256)")
