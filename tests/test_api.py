@@ -58,5 +58,5 @@ def test_a_run_with_an_export_section_ships_the_model_at_the_end(write_config, m
 
 
 def test_export_takes_options_over_the_run_config_and_checks_them(tmp_path) -> None:
-    with pytest.raises(TunewiseError, match="export: gguf_type"):
+    with pytest.raises(TunewiseError, match="export: 'gguf_type'"):
         api.export(tmp_path / "no-run", gguf_type="q3_k")

@@ -65,5 +65,5 @@ def test_export_of_a_missing_or_untrained_run_is_one_line_and_exit_2(tmp_path: P
 
 
 def test_export_options_are_checked_before_the_run_is_read(tmp_path: Path):
-    _fails_with(["export", tmp_path / "nope", "--format", "onnx"], r"export: formats\.0.*'merged'")
-    _fails_with(["export", tmp_path / "nope", "--quant", "q2_k"], r"export: gguf_type.*'q8_0'")
+    _fails_with(["export", tmp_path / "nope", "--format", "onnx"], r"export: 'formats\[1\]'.*'merged'")
+    _fails_with(["export", tmp_path / "nope", "--quant", "q2_k"], r"export: 'gguf_type'.*'q8_0'")

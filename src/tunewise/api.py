@@ -181,13 +181,10 @@ def export(
 
     given = {"formats": list(formats) if formats else None, "dtype": dtype, "gguf_type": gguf_type}
     given = {key: value for key, value in given.items() if value}
-    try:
-        ExportConfig.model_validate(given)  # the caller's options, checked before the run is read
-        run_path = Path(run_dir)
-        base = settings or read_run_source(run_path).config.export or ExportConfig()
-        chosen = ExportConfig.model_validate({**base.model_dump(), **given})
-    except ValueError as exc:
-        raise TunewiseError(f"export: {_first_error(exc)}") from None
+    _export_settings(given)  # the caller's options, checked before the run is read
+    run_path = Path(run_dir)
+    base = settings or read_run_source(run_path).config.export or ExportConfig()
+    chosen = _export_settings({**base.model_dump(), **given})
     outcome = export_run(run_path, chosen, console or Console(), out=Path(out) if out else None, overwrite=overwrite)
     return ExportResult(outcome.out_dir, outcome.artifacts, outcome.report)
 
@@ -206,12 +203,15 @@ class ExportResult:
         return list(self.report.get("checks", []))
 
 
-def _first_error(exc: ValueError) -> str:
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        first = errors()[0]
-        return f"{'.'.join(map(str, first['loc']))}: {first['msg']}"
-    return str(exc).splitlines()[0]
+def _export_settings(raw: dict[str, Any]) -> Any:
+    """ExportConfig from options, or the config's one-line error naming the option as an `export:` key."""
+    from tunewise.config import ExportConfig
+    from tunewise.config.error_messages import check
+
+    settings, problems = check(ExportConfig, raw)
+    if settings is None:
+        raise TunewiseError(f"export: {next(iter(problems.values()))}")
+    return settings
 
 
 def train(

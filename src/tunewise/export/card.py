@@ -16,7 +16,7 @@ from tunewise.config import dump_config
 from tunewise.core.format import BOOTSTRAP_RESAMPLES, count, format_p_value, signed
 from tunewise.core.format import metric as format_metric
 from tunewise.data.prompt import PromptRenderer
-from tunewise.export.run_source import EvaluatedData, ExportSource
+from tunewise.export.run_source import EvaluatedData, ExportSource, json_object
 from tunewise.track.store import read_json
 
 
@@ -182,7 +182,7 @@ def _dropped(value: Any) -> int | None:
 
 
 def _mapping(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
+    return json_object(value) or {}
 
 
 def _sci(value: Any) -> str:

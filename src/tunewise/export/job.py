@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from tunewise.config import ExportConfig
 from tunewise.core.safeio import save_dir_atomically, writing
 from tunewise.errors import ExportError
 from tunewise.export.card import write_model_card
+from tunewise.export.checks import Stopwatch
 from tunewise.export.gguf_export import check_gguf_support, write_gguf
 from tunewise.export.merge import load_adapted, merge_and_save, save_merged, stop_token_ids
 from tunewise.export.modelfile import build_modelfile
@@ -189,12 +191,10 @@ def _readable_like_other_files(root: Path) -> None:
             path.chmod(0o666 & ~umask)
 
 
-def _timed(action: Any) -> tuple[Any, float]:
-    import time
-
-    start = time.perf_counter()
+def _timed(action: Callable[[], Any]) -> tuple[Any, float]:
+    clock = Stopwatch()
     value = action()
-    return value, round(time.perf_counter() - start, 2)
+    return value, round(clock.seconds, 2)
 
 
 def _stem(model_name: str) -> str:

@@ -73,8 +73,8 @@ def read_run_source(run_dir: Path) -> ExportSource:
         config,
         adapter_dir,
         settings,
-        _json_object(read_json(run_dir / "eval.json")),
-        _json_object(read_json(run_dir / "env.json")),
+        json_object(read_json(run_dir / "eval.json")),
+        json_object(read_json(run_dir / "env.json")),
     )
 
 
@@ -126,7 +126,7 @@ def recorded_predictions(source: ExportSource, data: EvaluatedData) -> EvalOutpu
     exactly the evaluated records in order: the export is then compared with the very predictions the run's
     figures came from, and the adapter need not be scored again. None when anything does not line up."""
     path = source.run_dir / "predictions.jsonl"
-    metrics = _json_object(((source.evaluation or {}).get("models") or {}).get("fine-tuned"))
+    metrics = json_object(((source.evaluation or {}).get("models") or {}).get("fine-tuned"))
     if metrics is None or not path.is_file() or path.is_symlink() or path.stat().st_size > MAX_PREDICTIONS_BYTES:
         return None
     rows = []
@@ -211,5 +211,6 @@ def _adapter_settings(adapter_dir: Path) -> dict[str, Any]:
     return settings
 
 
-def _json_object(value: Any) -> dict[str, Any] | None:
+def json_object(value: Any) -> dict[str, Any] | None:
+    """A JSON value from a run file when it is an object, else None (run files are checked, never trusted)."""
     return value if isinstance(value, dict) else None
