@@ -19,9 +19,10 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
 from tunewise.config.curate import CurateConfig, StepSettings
+from tunewise.core.progress import progress_bar
 from tunewise.curate.base import Context, Step, Verdict, fixed_threads
 from tunewise.curate.dedup import Decontaminate, NearDedup, SemanticDedup
 from tunewise.curate.select_steps import Balance, LabelErrors, Relevance, Split
@@ -151,8 +152,7 @@ def run_steps(
     if note:
         console.print(escape(note))
     initial, current = records, records
-    columns = (TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as progress, fixed_threads():
+    with progress_bar(console, transient=False, label_width=16) as progress, fixed_threads():
         for planned in plan:
             step = build_step(planned.settings, labels, lengths_of)
             enabled, n = planned.settings.enabled, len(current)

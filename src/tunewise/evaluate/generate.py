@@ -52,7 +52,7 @@ def generate(
             kwargs.update(stop_strings=stop, tokenizer=tokenizer)
         new_tokens = model.generate(input_ids=ids, attention_mask=mask, **kwargs)[:, ids.shape[1] :]
         for row, i in enumerate(index):
-            outputs[i] = cut_at_stop(tokenizer.decode(new_tokens[row], skip_special_tokens=True), stop)
+            outputs[i] = decode_answer(tokenizer, new_tokens[row], stop)
         if progress is not None and task is not None:
             progress.advance(task, len(index))
     return outputs
@@ -71,6 +71,12 @@ def generate_answers(
     """The model's answers to the records' rendered prompts (the same rendering as training)."""
     prompts = encode_prompts(tokenizer, renderer, records)
     return generate(model, tokenizer, prompts, max_new_tokens, batch_size, stop, **kwargs)
+
+
+def decode_answer(tokenizer: Any, ids: Any, stop: list[str]) -> str:
+    """Generated token ids as the answer text every tunewise score reads: special tokens dropped, cut at the first
+    stop string, stripped."""
+    return cut_at_stop(tokenizer.decode(ids, skip_special_tokens=True), stop)
 
 
 def cut_at_stop(text: str, stop: list[str]) -> str:

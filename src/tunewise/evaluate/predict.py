@@ -10,9 +10,9 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tunewise.config import Config
+from tunewise.core.progress import progress_bar
 from tunewise.core.safeio import writing
 from tunewise.data.jsonl import write_jsonl
 from tunewise.data.normalize import inference_normalization
@@ -76,8 +76,7 @@ def _predictions(config: Config, adapter: Path | None, records: list[Record], co
         model = attach_adapter(model, adapter)
     labels = list(config.data.labels or [])
     renderer = PromptRenderer(config.prompt, config.data.kind, tokenizer, labels)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
+    with progress_bar(console) as progress:
         if config.data.kind == "classification":
             task = ClassificationTask(labels)
             scores = task.score(model, tokenizer, renderer, records, config.eval.batch_size, progress, "predicting")

@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from tunewise.core.progress import progress_bar
 from tunewise.data.encode import encode_prompts
 from tunewise.data.prompt import PromptRenderer
 from tunewise.data.records import Record
-from tunewise.evaluate.generate import cut_at_stop
+from tunewise.evaluate.generate import decode_answer
 from tunewise.evaluate.stats import Difference
 from tunewise.evaluate.tasks import ClassificationTask, EvalOutput, EvalTask
 from tunewise.evaluate.tasks.generative import GenerativeTask
@@ -111,7 +111,7 @@ def score_hf(
     label: str,
 ) -> EvalOutput:
     """The run's own task on a Hugging Face model, exactly as `tunewise run` scored the fine-tune."""
-    with _progress(console) as progress:
+    with progress_bar(console) as progress:
         return task.evaluate(model, tokenizer, renderer, records, batch_size, progress, f"scoring {label}")
 
 
@@ -183,10 +183,4 @@ class Stopwatch:
 
 
 def _decode(ids: list[int], tokenizer: Any, stop: list[str]) -> str:
-    # As tunewise's own generation: special tokens dropped, cut at the first stop string, stripped.
-    return cut_at_stop(tokenizer.decode(ids, skip_special_tokens=True), [s for s in stop if s])
-
-
-def _progress(console: Console) -> Progress:
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    return Progress(*columns, console=console, transient=True)
+    return decode_answer(tokenizer, ids, [s for s in stop if s])

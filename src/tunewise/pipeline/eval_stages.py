@@ -9,9 +9,9 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tunewise.config import Config
+from tunewise.core.progress import progress_bar
 from tunewise.data.prompt import PromptRenderer
 from tunewise.data.records import Record
 from tunewise.data.variants import DEFAULT_PROMPT
@@ -218,8 +218,7 @@ def _score(
     label: str,
     split: str,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
+    with progress_bar(console) as progress:
         output = task.evaluate(
             loaded.model,
             loaded.tokenizer,
