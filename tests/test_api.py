@@ -60,3 +60,10 @@ def test_a_run_with_an_export_section_ships_the_model_at_the_end(write_config, m
 def test_export_takes_options_over_the_run_config_and_checks_them(tmp_path) -> None:
     with pytest.raises(TunewiseError, match="export: 'gguf_type'"):
         api.export(tmp_path / "no-run", gguf_type="q3_k")
+
+
+def test_estimate_takes_overrides_and_refuses_a_negative_probe(write_config) -> None:
+    estimate = api.estimate(write_config(), {"train.batch_size": 4}, probe_steps=0, console=Console(quiet=True))
+    assert len(estimate.heaviest.examples) == 4 and estimate.probe is None and estimate.to_json()["fits"]
+    with pytest.raises(TunewiseError, match="probe_steps must be 0"):
+        api.estimate(write_config(), probe_steps=-1)

@@ -67,3 +67,25 @@ def test_export_of_a_missing_or_untrained_run_is_one_line_and_exit_2(tmp_path: P
 def test_export_options_are_checked_before_the_run_is_read(tmp_path: Path):
     _fails_with(["export", tmp_path / "nope", "--format", "onnx"], r"export: 'formats\[1\]'.*'merged'")
     _fails_with(["export", tmp_path / "nope", "--quant", "q2_k"], r"export: 'gguf_type'.*'q8_0'")
+
+
+def test_estimate_prints_the_breakdown_and_json_with_a_probe(write_config):
+    config = str(write_config())
+    table = runner.invoke(app, ["estimate", config, "--probe-steps", "0"])
+    assert table.exit_code == 0, table.output
+    for row in ("memory: weights", "activations", "arithmetic peak", "not run (--probe-steps 0)", "(rough)"):
+        assert row in table.stdout
+    assert table.stdout.strip().splitlines()[-1].startswith("fits: ")
+    probed = runner.invoke(app, ["estimate", config, "train.batch_size=4", "--json"])  # the default: a 3-step probe
+    assert probed.exit_code == 0, probed.output
+    figures = json.loads(probed.stdout)
+    assert figures["probe"]["failure"] is None and figures["probe"]["result"]["steps"] == 3
+    assert (
+        figures["time"]["kind"] == "measured"
+        and figures["peak_memory_bytes"] == figures["probe"]["result"]["peak_bytes"]
+    )
+
+
+def test_estimate_of_a_bad_config_or_model_is_one_line_and_exit_2(write_config, tmp_path: Path):
+    _fails_with(["estimate", write_config(train={"learning_rate": 1e-3})], r"unknown key 'train.learning_rate'")
+    _fails_with(["estimate", write_config(model={"name": str(tmp_path / "gone")})], r"not a model directory")

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from rich.console import Console
 from rich.markup import escape
@@ -30,6 +30,9 @@ from tunewise.config import Config, config_from_mapping
 from tunewise.config import load_config as _load_config_file
 from tunewise.errors import TunewiseError
 from tunewise.evaluate.stats import Difference
+
+if TYPE_CHECKING:
+    from tunewise.pipeline.estimate_stage import RunEstimate
 
 ConfigSource = Config | str | Path | Mapping[str, Any]
 DEFAULT_CONFIG_NAME = "tunewise.yaml"  # names the runs of a config that came from no file (see track.rundir.run_name)
@@ -292,6 +295,46 @@ def ablate(
         return run_ablation(cfg, path, console or Console())
 
 
+def bakeoff(
+    config: ConfigSource,
+    models: Sequence[str] = (),
+    *,
+    allow_code_execution: bool = False,
+    allow_unconfined_code: bool = False,
+    console: Console | None = None,
+    config_path: Path | None = None,
+) -> Path:
+    """Compare base models on this task (the config's `bakeoff:`, or `models`); returns the directory with
+    bakeoff.json, bakeoff.html and best.yaml."""
+    from tunewise.experiments.bakeoff import bakeoff as run_bakeoff
+
+    cfg, path = _config_and_path(config, config_path)
+    with _code_permission(allow_code_execution, allow_unconfined_code):
+        return run_bakeoff(cfg, path, console or Console(), models=list(models) or None)
+
+
+def estimate(
+    config: ConfigSource,
+    overrides: Sequence[str] | Mapping[str, Any] | None = None,
+    probe_steps: int = 3,
+    console: Console | None = None,
+) -> RunEstimate:
+    """The model's size and the configured LoRA run's peak memory and time, in seconds and without training: the
+    arithmetic of docs/estimate.md, checked by `probe_steps` real training steps in a child process (0: none).
+    Prints the breakdown to `console`; the result's `to_json()` holds every figure."""
+    from tunewise.pipeline.estimate_stage import estimate_run, print_estimate
+
+    if probe_steps < 0:
+        raise TunewiseError(f"probe_steps must be 0 (no probe) or more, not {probe_steps}")
+    if isinstance(config, Config) and overrides:
+        raise TunewiseError("overrides apply to a config file or dict; edit the Config object directly")
+    cfg = config if isinstance(config, Config) else load_config(config, overrides)
+    out = console or Console()
+    result = estimate_run(cfg, out, probe_steps)
+    print_estimate(out, result)
+    return result
+
+
 class Project:
     """A validated config and the file it came from, with the command line's stages as methods.
 
@@ -346,6 +389,9 @@ class Project:
 
     def sweep(self, *, n_trials: int | None = None) -> Path:
         return sweep(self.config, n_trials=n_trials, console=self.console, config_path=self.config_path)
+
+    def bakeoff(self, models: Sequence[str] = ()) -> Path:
+        return bakeoff(self.config, models, console=self.console, config_path=self.config_path)
 
     def ablate(self) -> Path:
         return ablate(self.config, console=self.console, config_path=self.config_path)

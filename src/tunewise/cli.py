@@ -232,6 +232,59 @@ def ablate_command(
         )
 
 
+@app.command("bakeoff")
+def bakeoff_command(
+    config: ConfigArg,
+    overrides: OverridesArg = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", help="a candidate base model (repeat); replaces bakeoff.models", show_default=False),
+    ] = None,
+    allow_code_execution: AllowCode = False,
+    allow_unconfined_code: AllowUnconfined = False,
+) -> None:
+    """Compare base models on this task: estimate, prompted base and extrapolated learning curve on validation."""
+    with _user_errors():
+        from tunewise import api
+
+        api.bakeoff(
+            api.load_config(config, overrides),
+            model or (),
+            allow_code_execution=allow_code_execution,
+            allow_unconfined_code=allow_unconfined_code,
+            console=console,
+            config_path=config,
+        )
+
+
+@app.command("estimate")
+def estimate_command(
+    config: ConfigArg,
+    overrides: OverridesArg = None,
+    probe_steps: Annotated[
+        int,
+        typer.Option(
+            "--probe-steps",
+            min=0,
+            help="real training steps measured in a child process to check the arithmetic; 0: none",
+        ),
+    ] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="print every figure as JSON instead of the table")] = False,
+) -> None:
+    """Size a run without training: model size, peak memory by component, time, and whether it fits here."""
+    with _user_errors():
+        import json
+
+        from tunewise import api
+
+        quiet = Console(quiet=True)
+        result = api.estimate(
+            api.load_config(config, overrides), probe_steps=probe_steps, console=quiet if as_json else console
+        )
+        if as_json:
+            sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
+
+
 @app.command("report")
 def report_command(
     targets: Annotated[list[Path], typer.Argument(help="a run dir, a sweep dir, or several run dirs to compare")],

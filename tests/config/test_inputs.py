@@ -63,3 +63,16 @@ def test_a_bad_variant_is_refused_with_its_name():
         PromptConfig(variants={"shots": {"few_shot": -1}})
     with pytest.raises(ValidationError, match=r"prompt.variants.nested: variants: Extra inputs are not permitted"):
         PromptConfig(variants={"nested": {"variants": {}}})  # a variant is one prompt, not a family
+
+
+@pytest.mark.parametrize(("value", "expected"), [(True, True), (False, False), ("auto", "auto"), ("false", False)])
+def test_chat_template_is_true_false_or_auto(value: object, expected: object):
+    assert PromptSettings().chat_template is True  # the default wraps the prompt in the model's chat template
+    assert PromptSettings(chat_template=value).chat_template == expected
+
+
+@pytest.mark.parametrize("value", ["maybe", "Auto", 2, None])
+def test_any_other_chat_template_value_is_one_error_naming_the_choices(value: object):
+    with pytest.raises(ValidationError) as error:
+        PromptSettings(chat_template=value)
+    assert error.value.error_count() == 1 and "use true, false or auto" in str(error.value)

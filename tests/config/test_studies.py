@@ -1,4 +1,5 @@
-"""The sweep and ablate sections: a parameter is a range or a list of choices; fractions are shares of the data."""
+"""The sweep, ablate and bakeoff sections: a parameter is a range or a list of choices; fractions are shares of the
+data; bake-off subsets are strictly smaller than the training set."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from tunewise.config.studies import AblateConfig, SweepConfig, SweepParam
+from tunewise.config.studies import AblateConfig, BakeoffConfig, SweepConfig, SweepParam
 
 
 def test_a_parameter_is_a_range_or_choices():
@@ -48,3 +49,25 @@ def test_ablation_fractions_are_shares_of_the_training_set():
     for fractions in ([0, 0.5], [0.5, 1.5], [-0.1]):
         with pytest.raises(ValidationError, match=r"fractions must be in \(0, 1\]"):
             AblateConfig(fractions=fractions)
+
+
+def test_bakeoff_defaults_are_three_nested_shares_and_a_few_shot_base():
+    settings = BakeoffConfig()
+    assert settings.fractions == [0.0625, 0.125, 0.25] and settings.few_shot == 3 and settings.verify_top == 0
+    assert BakeoffConfig(models=["a", "b"]).models == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"fractions": []}, "fractions is empty"),
+        ({"fractions": [0.5, 1.0]}, r"fractions must be in \(0, 1\)"),
+        ({"fractions": [0]}, r"fractions must be in \(0, 1\)"),
+        ({"models": ["a", "a"]}, "models lists a candidate twice"),
+        ({"resamples": 10}, "greater than or equal to 100"),
+        ({"few_shot": -1}, "greater than or equal to 0"),
+    ],
+)
+def test_bakeoff_settings_that_cannot_work_are_refused(values: dict, message: str):
+    with pytest.raises(ValidationError, match=message):
+        BakeoffConfig(**values)

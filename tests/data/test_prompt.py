@@ -1,3 +1,8 @@
+"""tunewise.data.prompt: one rendering for training, evaluation and inference: the user template, the chat
+template (or the plain prompt of a base model, system text first), few-shot examples and answers."""
+
+from __future__ import annotations
+
 from pathlib import Path
 
 import pytest
@@ -138,3 +143,45 @@ def test_fewer_shots_than_labels_still_vary_which_labels_are_shown():
     shown = {s.label for seed in range(12) for s in draw_shots(train, 2, seed=seed, labels=labels)}
     assert shown == set(labels)  # not always the first two in sorted order
     assert all(len({s.label for s in draw_shots(train, 2, seed=seed, labels=labels)}) == 2 for seed in range(12))
+
+
+@pytest.fixture(scope="module")
+def base_tokenizer(tmp_path_factory: pytest.TempPathFactory):
+    """A base model's tokenizer: no chat template (build_tiny_gemma's)."""
+    from support.tiny import build_tiny_gemma
+
+    tokenizer = AutoTokenizer.from_pretrained(build_tiny_gemma(tmp_path_factory.mktemp("base")))
+    assert not tokenizer.chat_template
+    return tokenizer
+
+
+def test_auto_uses_the_chat_template_only_where_there_is_one(tokenizer, base_tokenizer):
+    cfg = PromptConfig(template="Text: {{ text }}\nLabel:", chat_template="auto")
+    chat = PromptRenderer(cfg, "classification", tokenizer, ["positive"])
+    plain = PromptRenderer(cfg, "classification", base_tokenizer, ["positive"])
+    assert chat.use_chat is True and plain.use_chat is False
+    assert chat.prompt(_record()) == PromptRenderer(
+        cfg.model_copy(update={"chat_template": True}), "classification", tokenizer, ["positive"]
+    ).prompt(_record())
+    assert plain.prompt(_record()) == "Text: the car was great\nLabel:"
+    assert plain.answer("positive") == " positive<eos>"  # the base model's eos ends the answer
+
+
+def test_chat_template_true_on_a_base_model_says_to_use_auto_or_false(base_tokenizer):
+    with pytest.raises(ConfigError, match=r"has no chat template \(a base model\?\); set prompt.chat_template: auto"):
+        PromptRenderer(PromptConfig(), "classification", base_tokenizer, ["positive"])
+
+
+def test_the_plain_prompt_starts_with_the_system_text_once(tokenizer, base_tokenizer):
+    shots = [_record("awful trip", "negative"), _record("great ride", "positive")]
+    cfg = PromptConfig(template="Text: {{ text }}\nLabel:", system="Label the sentiment.", few_shot=2)
+    for tok, settings in ((base_tokenizer, {"chat_template": "auto"}), (tokenizer, {"chat_template": False})):
+        renderer = PromptRenderer(cfg.model_copy(update=settings), "classification", tok, ["negative"], shots)
+        assert renderer.prompt(_record("ok")) == (
+            "Label the sentiment.\n\nText: awful trip\nLabel: negative\n\nText: great ride\nLabel: positive\n\n"
+            "Text: ok\nLabel:"
+        )
+        segments = renderer.segments(_record("ok"))
+        assert segments[0].text.count("Label the sentiment.") == 1 and not segments[0].train
+    no_system = PromptRenderer(PromptConfig(chat_template=False, system=""), "classification", tokenizer, ["a"])
+    assert not no_system.prompt(_record()).startswith("\n")  # an empty system text adds no blank line

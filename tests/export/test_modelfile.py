@@ -82,7 +82,7 @@ def test_every_kind_renders_the_trained_prompt_token_for_token(tokenizer, kind, 
     assert parsed["FROM"] == ["model.gguf"]
     assert ("stop", "<|im_end|>") in parsed["PARAMETER"]
     assert ("temperature", "0") in parsed["PARAMETER"]
-    uses_system = bool(system) and (chat_template or kind == "chat")
+    uses_system = bool(system)  # a plain prompt carries the system text as its first paragraph
     assert parsed["SYSTEM"] == ([system] if uses_system else [])
     assert ("{{ .System }}" in parsed["TEMPLATE"][0]) == uses_system
 

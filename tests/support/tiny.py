@@ -1,10 +1,12 @@
-"""A tiny randomly initialised Llama + byte-level BPE tokenizer, built locally: no download."""
+"""Tiny randomly initialised models (a Llama with a chat template, a base Gemma 3) with byte-level BPE tokenizers,
+built locally: no download; and the packaging of a file as split pip packages, as the embedded models ship."""
 
 from __future__ import annotations
 
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] "
@@ -132,3 +134,81 @@ def write_tiny_gguf(model_dir: Path, path: Path) -> Path:
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+GEMMA_LAYERS = ["sliding_attention", "sliding_attention", "full_attention"]
+
+
+def build_tiny_gemma(directory: Path, seed: int = 0, sliding_window: int = 8) -> Path:
+    """A tiny random Gemma 3 laid out as Gemma 3 270M is: a base model (no chat template) whose tokenizer adds
+    <bos>, with <pad>, <eos>, <bos> at ids 0, 1, 2, GQA with one key/value head, tied embeddings and sliding-window
+    layers (window `sliding_window`, short enough that prompts of the tiny data sets exceed it) before a full one.
+    The tokenizer is byte-level BPE, not Gemma's SentencePiece: what the tests need is its special-token layout."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast
+
+    rng = random.Random(seed)
+    corpus = [sentence(rng.choice(sorted(WORDS)), rng) for _ in range(300)]
+    corpus += ["Classify the text as one of: negative, neutral, positive. Text: Label:"] * 5
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<pad>", "<eos>", "<bos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    backend.train_from_iterator(corpus, trainer)
+    backend.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A <bos> $B", special_tokens=[("<bos>", 2)]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>"
+    )
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=len(GEMMA_LAYERS),
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=16,
+        query_pre_attn_scalar=16,
+        layer_types=GEMMA_LAYERS,
+        sliding_window=sliding_window,
+        max_position_embeddings=512,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+        tie_word_embeddings=True,
+        initializer_range=0.3,  # as build_tiny_model: tiny logits near uniform would leave nothing to learn
+    )
+    torch.manual_seed(seed)
+    model = Gemma3ForCausalLM(config)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def package_in_parts(data: bytes, root: Path, prefix: str, file_name: str, parts: int = 3) -> Any:
+    """`data` split into `parts` importable packages `<prefix>_part<N>` (with a `<prefix>` package that holds no
+    part, like a split model's notice package) under `root`, described as an `EmbeddedModel`. Put `root` on
+    sys.path for the packages to be found."""
+    import hashlib
+
+    from tunewise.models.embedded import EmbeddedModel, Package, Part
+
+    size = -(-len(data) // parts)
+    table = []
+    for n in range(1, parts + 1):
+        chunk = data[(n - 1) * size : n * size]
+        package = Package(f"{prefix.replace('_', '-')}-part{n}", "1.0.0", f"{prefix}_part{n}")
+        path = f"data/{file_name}.part{n - 1:02d}"
+        (root / package.module / "data").mkdir(parents=True, exist_ok=True)
+        (root / package.module / "__init__.py").write_text("raise ImportError('never imported')\n")
+        (root / package.module / path).write_bytes(chunk)
+        table.append(Part(package, path, hashlib.sha256(chunk).hexdigest()))
+    notice = Package(prefix.replace("_", "-"), "1.0.0", prefix)
+    (root / prefix).mkdir(parents=True, exist_ok=True)
+    (root / prefix / "__init__.py").write_text("raise ImportError('never imported')\n")
+    return EmbeddedModel(file_name, tuple(table), hashlib.sha256(data).hexdigest(), (notice,))

@@ -1,4 +1,5 @@
-"""The embedded SmolLM2-135M-Instruct for real (make test-slow): GGUF load, cache, a few training steps, export."""
+"""The embedded models for real (make test-slow): SmolLM2-135M-Instruct (GGUF load, cache, a few training steps,
+export) and the Gemma 3 270M base model (assembly from its part packages, load, a few steps on the plain prompt)."""
 
 import json
 import time
@@ -147,3 +148,99 @@ def _export_and_check(run: Path) -> None:
     checks = json.loads((out / "export.json").read_text())["checks"]
     q8 = next(c for c in checks if c["artifact"] == "gguf q8_0")
     assert q8["logits"]["nmse"] < 1e-2
+
+
+TWEETS = {
+    "positive": [
+        "just landed a new job and I could not be happier!!",
+        "best coffee in town this morning, thank you @cafe",
+        "our team won the final tonight, what a game",
+        "sunny weekend at the beach with friends, perfect",
+        "finally finished my thesis, so proud and relieved",
+        "this new album is incredible, on repeat all day",
+        "the concert last night was amazing, loved every song",
+        "got the puppy today, she is the sweetest thing",
+        "grandma turned 90 today and danced all evening",
+        "fresh snow and an empty slope, dream morning",
+        "passed my driving test on the first try!",
+        "the new library downtown is beautiful, go see it",
+        "my sister made me breakfast in bed, so sweet",
+        "best birthday ever, thank you all for the wishes",
+    ],
+    "negative": [
+        "my flight got cancelled again, worst airline ever",
+        "phone screen cracked on day two, so annoyed",
+        "stuck in traffic for two hours, I hate mondays",
+        "the restaurant lost our booking and was rude about it",
+        "sick in bed all weekend, everything hurts",
+        "package arrived broken and support will not answer",
+        "rain ruined the picnic and my shoes are soaked",
+        "lost my wallet on the bus, terrible day",
+        "the heating broke and the landlord does not care",
+        "waited an hour at the doctor just to be sent home",
+        "my laptop died in the middle of the exam",
+        "the update deleted all my photos, furious",
+        "missed the last train home, freezing at the station",
+        "worst customer service I have ever had, never again",
+    ],
+}
+
+
+def test_gemma3_base_alias_assembles_loads_trains_and_evaluates(cache_dir: Path, tmp_path: Path, monkeypatch):
+    """gemma3-270m: assembled from its four part packages into an empty cache (pinned SHA-256), loaded as a base
+    model that knows a fact, then 3 training steps and both evaluations on the plain prompt (max_length 64)."""
+    import hashlib
+
+    from rich.console import Console
+
+    from tunewise import api
+    from tunewise.models.embedded import EMBEDDED
+
+    monkeypatch.setenv("TUNEWISE_CACHE", str(cache_dir))
+    loaded = load_model(ModelConfig(name="gemma3-270m"))
+    assembled = cache_dir / "embedded" / "gemma-3-270m-q4_k_m.gguf"
+    with assembled.open("rb") as fh:
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    pinned = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"  # the SHA256SUMS of the package
+    assert digest == EMBEDDED["gemma3-270m"].sha256 == pinned
+    model, tok = loaded.model, loaded.tokenizer
+    assert type(model).__name__ == "Gemma3ForCausalLM" and not tok.chat_template
+    assert model.config.sliding_window == 512 and model.config.layer_types.count("full_attention") == 3
+    ids = tok("Question: What is the capital of France?\nAnswer:", return_tensors="pt")
+    assert ids["input_ids"][0, 0].item() == tok.bos_token_id  # a base Gemma needs its <bos>
+    out = model.generate(**ids, max_new_tokens=4, do_sample=False)
+    assert "Paris" in tok.decode(out[0, ids["input_ids"].shape[1] :])
+    del loaded, model
+
+    positive, negative = TWEETS["positive"], TWEETS["negative"]
+    alternating = [
+        {"text": text, "label": label}
+        for pair in zip(positive, negative, strict=True)
+        for text, label in zip(pair, ("positive", "negative"), strict=True)
+    ]
+    data = {}
+    for name, part in (("train", alternating[:16]), ("val", alternating[16:20]), ("test", alternating[20:28])):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in part), encoding="utf-8")
+        data[name] = str(path)
+    config = {
+        "model": {"name": "gemma3-270m"},
+        "data": {"kind": "classification", **data},
+        "prompt": {"chat_template": "auto", "system": "Label the sentiment of the tweet."},
+        "train": {"max_steps": 3, "batch_size": 4, "eval_steps": 3, "logging_steps": 1, "max_length": 64},
+        "eval": {"batch_size": 8},
+        "output": {"dir": str(tmp_path / "runs")},
+    }
+    start = time.perf_counter()
+    result = api.run(config, console=Console(quiet=True))
+    print(f"gemma3-270m: 3 steps and two evaluations in {time.perf_counter() - start:.0f} s")
+    metrics = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    losses = [m["loss"] for m in metrics if "loss" in m]
+    assert len(losses) == 3 and all(0 < loss < 50 for loss in losses), losses
+    report = json.loads((result.run_dir / "eval.json").read_text())
+    for name in ("base", "fine-tuned"):
+        assert report["models"][name]["n"] == 8 and 0.0 <= report["models"][name]["macro_f1"] <= 1.0
+    predictions = [json.loads(line) for line in (result.run_dir / "predictions.jsonl").read_text().splitlines()]
+    base = {p["source"]: p["logprobs"] for p in predictions if p["model"] == "base"}
+    tuned = {p["source"]: p["logprobs"] for p in predictions if p["model"] == "fine-tuned"}
+    assert base.keys() == tuned.keys() and base != tuned  # the 3 steps changed the model

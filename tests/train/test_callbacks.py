@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -65,3 +66,14 @@ def test_one_validation_pass_is_singular_and_a_short_run_prints_nothing(monkeypa
 
 def test_peak_memory_is_the_process_peak_without_an_accelerator():
     assert 0.01 < peak_memory_gib() < 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="resettable peak needs Linux /proc")
+def test_the_peak_restarts_at_a_reset():
+    held = b"x" * (200 * 2**20)  # resident: every page written
+    before = callbacks.peak_memory_bytes()
+    del held
+    assert callbacks.reset_peak_memory()
+    after = callbacks.peak_memory_bytes()
+    assert after < before - 150 * 2**20 and after <= (callbacks.resident_bytes() or 0) + 2**20
+    assert peak_memory_gib() == pytest.approx(callbacks.peak_memory_bytes() / 2**30, abs=0.01)

@@ -1,4 +1,5 @@
-"""Padding-free packing + completion-only LM head are exact: same losses, gradients and Trainer steps as padding."""
+"""Padding-free packing + completion-only LM head are exact: same losses, gradients and Trainer steps as padding,
+for Llama and for Gemma 3 (sliding-window layers, final-logit soft-capping, fused LoRA)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,16 @@ import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
 from rich.console import Console
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.masking_utils import sdpa_mask, sliding_window_causal_mask_function
 
 from support.features import make_features
+from support.tiny import build_tiny_gemma
 from tunewise.config import Config
 from tunewise.data.encode import IGNORE_INDEX, Encoded
 from tunewise.train.collate import PaddingCollator
+from tunewise.train.fused_lora import enable_fused_lora
 from tunewise.train.loss import completion_only_loss, completion_positions, model_completion_loss
-from tunewise.train.packing import PackingCollator, enable_varlen_attention
+from tunewise.train.packing import PackingCollator, enable_varlen_attention, varlen_sdpa_attention
 from tunewise.train.trainer import train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -27,8 +31,8 @@ ATTENTION = ["sdpa", "eager", "varlen"]
 ATOL = 1e-4
 
 
-def lora_model(model_dir: Path, attention: str) -> Any:
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
+def lora_model(model_dir: Path, attention: str, **config: Any) -> Any:
+    model = AutoModelForCausalLM.from_pretrained(model_dir, **config)
     assert model.config.use_cache  # the 5.24 default that would defeat packing without the collator's use_cache=False
     torch.manual_seed(0)
     # init_lora_weights=False: random B too, so the LoRA A matrices get non-zero gradients worth comparing
@@ -199,3 +203,140 @@ def test_collator_layout() -> None:
     assert batch["logits_to_keep"].tolist() == completion_positions(batch["labels"]).tolist() == [[1, 1, 0, 1, 0]]
     assert batch["shift_labels"].tolist() == [[6, 7, 9]]
     assert batch["use_cache"] is False
+
+
+# -- Gemma 3: sliding-window layers, final-logit soft-capping, fused LoRA ---------------------------------------------
+
+WINDOW = 8  # build_tiny_gemma's sliding window: make_features' examples are 4 to 18 tokens, on both sides of it
+
+
+@pytest.fixture(scope="module")
+def gemma_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_gemma(tmp_path_factory.mktemp("tiny-gemma"), sliding_window=WINDOW)
+
+
+@pytest.fixture(scope="module")
+def gemma_features() -> list[dict[str, Any]]:
+    features = make_features(6, 300, seed=3)
+    lengths = [len(f["input_ids"]) for f in features]
+    assert min(lengths) <= WINDOW < max(lengths)  # the test covers both kinds of example
+    return features
+
+
+def padded_reference(model: Any, features: list, pad_id: int) -> tuple[torch.Tensor, dict[str, torch.Tensor], Any]:
+    """Loss and LoRA gradients of a padded batch: the model's own sliding-window and causal masks."""
+    padded = PaddingCollator(pad_id)(features)
+    n_items = padded["labels"][..., 1:].ne(IGNORE_INDEX).sum()
+    loss = model(**padded, num_items_in_batch=n_items).loss
+    loss.backward()
+    return loss.detach(), lora_grads(model), n_items
+
+
+@pytest.mark.parametrize("attention", ATTENTION)
+@pytest.mark.parametrize("softcap", [None, 2.0], ids=["no-softcap", "final-logit-softcap"])
+def test_gemma_packed_loss_and_grads_match_padded(
+    gemma_dir: Path, gemma_features: list, attention: str, softcap: float | None
+) -> None:
+    config = {"final_logit_softcapping": softcap}
+    reference, ref_grads, n_items = padded_reference(lora_model(gemma_dir, "sdpa", **config).train(), gemma_features, 0)
+    model = lora_model(gemma_dir, attention, **config).train()
+    batch = PackingCollator()(gemma_features)
+    outputs = model(**forward_inputs(batch))
+    assert outputs.logits.shape == (n_items, model.config.vocab_size)  # logits_to_keep's bool mask was honoured
+    if softcap:
+        assert outputs.logits.abs().max() < softcap  # the cap applies to the kept logits
+    loss = completion_only_loss(outputs, batch["labels"], num_items_in_batch=n_items)
+    loss.backward()
+    grads = lora_grads(model)
+    assert abs(loss.item() - reference.item()) < ATOL
+    worst = max((grads[k] - g).abs().max().item() for k, g in ref_grads.items())
+    assert worst < ATOL, worst
+    # the model's own loss from the collator's shift_labels agrees as well
+    assert abs(model(**batch, num_items_in_batch=n_items).loss.item() - reference.item()) < ATOL
+
+
+def test_gemma_sliding_window_changes_what_packed_examples_see(gemma_dir: Path, gemma_features: list) -> None:
+    """The window is really applied: a window longer than every example gives another loss (so the exactness test
+    above would fail if the packed path attended causally over whole examples)."""
+    batch = forward_inputs(PackingCollator()(gemma_features))
+    labels = PackingCollator()(gemma_features)["labels"]
+    with torch.no_grad():
+        windowed = completion_only_loss(lora_model(gemma_dir, "varlen").eval()(**batch), labels)
+        whole = completion_only_loss(lora_model(gemma_dir, "varlen", sliding_window=64).eval()(**batch), labels)
+    assert abs(windowed.item() - whole.item()) > 1e-3
+
+
+class SlidingModule(torch.nn.Module):
+    """What varlen_sdpa_attention reads from an attention module."""
+
+    def __init__(self, window: int | None) -> None:
+        super().__init__()
+        self.sliding_window, self.num_key_value_groups, self.is_causal = window, 2, True
+
+
+def test_varlen_window_is_transformers_sliding_mask(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per example: transformers' `sliding_window_causal_mask_function` (key k visible from query q when
+    q - window < k <= q); an example no longer than the window keeps `is_causal=True` without a mask."""
+    torch.manual_seed(0)
+    lengths, window = [3, WINDOW, 20, 9], WINDOW
+    bounds = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
+    query, key, value = (
+        torch.randn(1, 4, sum(lengths), 16),
+        torch.randn(1, 2, sum(lengths), 16),
+        torch.randn(1, 2, sum(lengths), 16),
+    )
+    masks: list[Any] = []
+    sdpa = F.scaled_dot_product_attention
+
+    def spy(*args: Any, **kwargs: Any) -> torch.Tensor:
+        masks.append(kwargs.get("attn_mask"))
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    out, _ = varlen_sdpa_attention(SlidingModule(window), query, key, value, None, scaling=0.25, cu_seq_lens_q=bounds)
+    monkeypatch.undo()
+    assert [m is None for m in masks] == [n <= window for n in lengths]
+    for start, end in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        n = end - start
+        mask = sdpa_mask(
+            batch_size=1,
+            q_length=n,
+            kv_length=n,
+            mask_function=sliding_window_causal_mask_function(window),
+            allow_is_causal_skip=False,
+        )
+        expected = sdpa(
+            query[:, :, start:end],
+            key[:, :, start:end],
+            value[:, :, start:end],
+            attn_mask=mask,
+            scale=0.25,
+            enable_gqa=True,
+        )
+        assert torch.allclose(out[0, start:end], expected[0].transpose(0, 1), atol=1e-6)
+    with pytest.raises(ValueError, match="softcap"):
+        varlen_sdpa_attention(SlidingModule(None), query, key, value, None, cu_seq_lens_q=bounds, softcap=30.0)
+
+
+def test_gemma_linear_layers_are_fused_and_exact(gemma_dir: Path, gemma_features: list) -> None:
+    batch = PackingCollator()(gemma_features)
+    labels = batch["labels"]
+    results = []
+    for fused in (False, True):
+        model = lora_model(gemma_dir, "varlen").train()
+        if fused:  # q, k, v, o, gate, up, down in each of 3 layers; lm_head is tied to the embedding, not adapted
+            assert enable_fused_lora(model) == 7 * len(model.get_base_model().model.layers)
+        loss = completion_only_loss(model(**forward_inputs(batch)), labels)
+        loss.backward()
+        results.append((loss.item(), lora_grads(model)))
+    (plain_loss, plain), (fused_loss, fused_grads) = results
+    assert abs(plain_loss - fused_loss) < 1e-5
+    assert max((plain[k] - fused_grads[k]).abs().max().item() for k in plain) < 1e-5
+
+
+def test_gemma_trainer_steps_match_padded(gemma_dir: Path, tmp_path: Path) -> None:
+    reference = run_trainer(gemma_dir, tmp_path, "padded", PaddingCollator(0), None, varlen=False)
+    got = run_trainer(gemma_dir, tmp_path, "packed", PackingCollator(), completion_only_loss, varlen=True)
+    for key in ("loss", "eval_loss"):
+        assert max(abs(a - b) for a, b in zip(got[key], reference[key], strict=True)) < ATOL, key
+    assert max((got["lora"][k] - v).abs().max().item() for k, v in reference["lora"].items()) < ATOL

@@ -37,6 +37,8 @@ def test_gradient_checkpointing_recomputes_each_layer(
             "gradient_checkpointing": checkpointing,
         },
     )
-    train(model, tokenizer, cfg, items[:8], items[8:], tmp_path, Console(file=io.StringIO()))
+    summary = train(model, tokenizer, cfg, items[:8], items[8:], tmp_path, Console(file=io.StringIO())).summary
     # 2 training forwards; checkpointing replays each layer once more in backward
     assert sum(mlp_runs_with_grad) == (4 if checkpointing else 2)
+    # what the training loop took, for comparison with `tunewise estimate`
+    assert summary.train_seconds > 0 and summary.peak_memory_gib > 0.1

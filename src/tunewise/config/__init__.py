@@ -20,7 +20,7 @@ from tunewise.config.load import (
 )
 from tunewise.config.schema import Config
 from tunewise.config.section import Section
-from tunewise.config.studies import AblateConfig, SweepConfig, SweepParam
+from tunewise.config.studies import AblateConfig, BakeoffConfig, SweepConfig, SweepParam
 from tunewise.config.tasks import LOWER_IS_BETTER, TASK_METRICS, TRAINING_METRICS, greater_is_better, resolve_task
 from tunewise.config.training import LoraSettings, TrainConfig
 
@@ -31,6 +31,7 @@ __all__ = [
     "TRACKERS",
     "TRAINING_METRICS",
     "AblateConfig",
+    "BakeoffConfig",
     "Config",
     "DataConfig",
     "EvalConfig",

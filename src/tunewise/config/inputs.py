@@ -7,11 +7,12 @@ import codecs
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from tunewise.config.section import Section
 
 RecordKind = Literal["classification", "completion", "chat", "alpaca"]
+_BOOL = TypeAdapter(bool)
 
 
 class ModelConfig(Section):
@@ -19,7 +20,8 @@ class ModelConfig(Section):
 
     name: str = Field(
         "smollm2-135m-instruct",
-        description="an alias (smollm2-135m-instruct), a Hugging Face model folder, a .gguf file or a hub id",
+        description="an alias (smollm2-135m-instruct, gemma3-270m), a Hugging Face model folder, a .gguf file or a "
+        "hub id",
     )
     gguf_file: str | None = Field(None, description="GGUF file name inside `name` when `name` is a folder")
     revision: str | None = Field(None, description="branch, tag or commit of a hub model (default: its main branch)")
@@ -86,14 +88,31 @@ class PromptSettings(Section):
         description="Jinja2 template of the user turn (sandboxed): the record's fields, its other columns and "
         "`labels` are variables; default: one per data kind",
     )
-    system: str | None = Field(None, description="system message, used with the chat template and for chat data")
-    chat_template: bool = Field(
-        True, description="wrap the prompt in the model's chat template; false for base models without one"
+    system: str | None = Field(
+        None,
+        description="system message: the chat template's system turn, or without one the prompt's first paragraph",
+    )
+    chat_template: bool | Literal["auto"] = Field(
+        True,
+        description="wrap the prompt in the model's chat template; false: a plain prompt (base models); "
+        "auto: the chat template when the tokenizer has one, else the plain prompt",
     )
     answer_prefix: str | None = Field(
         None, description="text between prompt and answer; default ' ' without a chat template ('Label: positive')"
     )
     few_shot: int = Field(0, ge=0, description="seeded solved training examples shown before each question (not chat)")
+
+    @field_validator("chat_template", mode="before")
+    @classmethod
+    def _chat_template_choice(cls, value: Any) -> Any:
+        """One error naming the three choices, instead of one per member of the union; what a bool field accepts
+        ("false", 0) is read as before."""
+        if value == "auto":
+            return value
+        try:
+            return _BOOL.validate_python(value)
+        except ValidationError:
+            raise ValueError("use true, false or auto") from None
 
 
 class PromptConfig(PromptSettings):

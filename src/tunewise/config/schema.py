@@ -10,7 +10,7 @@ from tunewise.config.evaluation import EvalConfig, OutputConfig, TrackConfig
 from tunewise.config.exporting import ExportConfig
 from tunewise.config.inputs import DataConfig, ModelConfig, PromptConfig
 from tunewise.config.section import Section
-from tunewise.config.studies import AblateConfig, SweepConfig
+from tunewise.config.studies import AblateConfig, BakeoffConfig, SweepConfig
 from tunewise.config.tasks import TASK_METRICS, TRAINING_METRICS, resolve_task
 from tunewise.config.training import LoraSettings, TrainConfig
 
@@ -31,6 +31,7 @@ class Config(Section):
     track: TrackConfig = Field(default_factory=TrackConfig, description="experiment trackers")
     sweep: SweepConfig | None = Field(None, description="the hyperparameter search of `tunewise sweep`")
     ablate: AblateConfig | None = Field(None, description="the data ablations of `tunewise ablate`")
+    bakeoff: BakeoffConfig | None = Field(None, description="the base-model comparison of `tunewise bakeoff`")
     export: ExportConfig | None = Field(
         None, description="artifacts `tunewise run` exports at the end of a run (defaults of `tunewise export`)"
     )

@@ -58,3 +58,35 @@ class AblateConfig(Section):
         if any(not 0 < f <= 1 for f in self.fractions):
             raise ValueError("fractions must be in (0, 1]")
         return self
+
+
+class BakeoffConfig(Section):
+    """Base models compared on this task (`tunewise bakeoff`): each candidate's estimate and probe, its prompted
+    base model and a learning curve on nested training subsets, scored on the validation split only."""
+
+    models: list[str] = Field(
+        default_factory=list,
+        description="candidate base models, each a model.name (alias, HF directory, GGUF file or hub id); "
+        "`--model` on the command line replaces the list",
+    )
+    fractions: list[float] = Field(
+        default_factory=lambda: [0.0625, 0.125, 0.25],
+        description="nested shares of the training set each candidate is fine-tuned on, each in (0, 1); the "
+        "validation metric of each is extrapolated to the full training set",
+    )
+    few_shot: int = Field(3, ge=0, description="solved examples in the few-shot base prompt; 0 = zero-shot only")
+    verify_top: int = Field(
+        0, ge=0, description="fine-tune this many top candidates on the full training set to check the extrapolation"
+    )
+    probe_steps: int = Field(3, ge=0, description="training steps of each candidate's measured probe; 0 = none")
+    resamples: int = Field(1000, ge=100, description="bootstrap resamples of the validation examples")
+
+    @model_validator(mode="after")
+    def _check(self) -> BakeoffConfig:
+        if not self.fractions:
+            raise ValueError("fractions is empty; give two or three shares such as [0.0625, 0.125, 0.25]")
+        if any(not 0 < f < 1 for f in self.fractions):
+            raise ValueError("fractions must be in (0, 1): the full training set is the verification run")
+        if len(set(self.models)) != len(self.models):
+            raise ValueError("models lists a candidate twice")
+        return self

@@ -66,11 +66,13 @@ class PromptRenderer:
         self.chat_name = f"chat template of {getattr(tokenizer, 'name_or_path', '') or 'the model'}"
         self._chat_source: Any = None
         self._chat_template: Template | None = None
-        self.use_chat = cfg.chat_template
-        if self.use_chat and not getattr(tokenizer, "chat_template", None):
+        has_template = bool(getattr(tokenizer, "chat_template", None))
+        # `auto` is resolved here, once per tokenizer: from now on the form used is a plain bool
+        self.use_chat: bool = has_template if cfg.chat_template == "auto" else bool(cfg.chat_template)
+        if self.use_chat and not has_template:
             raise ConfigError(
-                "prompt.chat_template is true but the model's tokenizer has no chat template; "
-                "set prompt.chat_template: false and write the whole prompt in prompt.template"
+                "prompt.chat_template is true but the model's tokenizer has no chat template (a base model?); "
+                "set prompt.chat_template: auto or false for a plain prompt, written in prompt.template"
             )
         self.end_of_answer = self._chat_answer_suffix() if self.use_chat else (tokenizer.eos_token or "")
         # Plain prompts ("...Label:") continue with " positive": the token a model has seen there.
@@ -91,8 +93,10 @@ class PromptRenderer:
             return self._chat(messages[: answers[-1]], generation_prompt=True)
         user = self._render_user(record)
         if not self.use_chat:
+            # the system text leads, as it would in a chat: a base model gets the same instructions
+            system = f"{self.cfg.system}\n\n" if self.cfg.system else ""
             solved = "".join(f"{self._render_user(s)}{self.answer_prefix}{self.target(s)}\n\n" for s in self.shots)
-            return solved + user
+            return system + solved + user
         turns = []
         for shot in self.shots:  # few-shot as earlier turns of the same conversation
             turns += [

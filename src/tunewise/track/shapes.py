@@ -11,7 +11,21 @@ from typing import Any
 
 EVAL_OVERHEAD = {"eval_loss", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second"}
 Series = list[tuple[int, float]]  # (step, value)
-CONFIG_SECTIONS = ("model", "data", "prompt", "train", "lora", "eval", "output", "curate", "track", "sweep", "ablate")
+CONFIG_SECTIONS = (
+    "model",
+    "data",
+    "prompt",
+    "train",
+    "lora",
+    "eval",
+    "output",
+    "curate",
+    "track",
+    "sweep",
+    "ablate",
+    "bakeoff",
+    "export",
+)
 
 
 def as_dict(value: Any) -> dict[Any, Any]:
@@ -32,6 +46,8 @@ _TRAIN_FIELDS: dict[str, str] = {
     "total_params": "count",
     "resumed_from_step": "count",
     "best_metric": "number",
+    "train_seconds": "number",
+    "peak_memory_gib": "number",
     "metric": "text",
     "adapter": "text",
     "stopped_early": "flag",

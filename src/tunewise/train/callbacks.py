@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -139,11 +141,51 @@ class RunSizing(TrainerCallback):
 
 
 def peak_memory_gib() -> float:
-    """The accelerator's peak allocation when training on one, else this process's peak resident memory."""
-    import resource
+    """The accelerator's peak allocation when training on one, else this process's peak resident memory, both since
+    the last `reset_peak_memory()` (the process's whole life when it was never reset, or could not be)."""
+    return peak_memory_bytes() / 2**30
 
+
+def peak_memory_bytes() -> int:
     import torch
 
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        return torch.cuda.max_memory_allocated() / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
+        return int(torch.cuda.max_memory_allocated())
+    status = _proc_status_kib("VmHWM")
+    if status is not None:
+        return status * 1024
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # macOS reports bytes, Linux KiB
+
+
+def reset_peak_memory() -> bool:
+    """Start a new peak: the accelerator's counter, or on Linux (4.0 and later) the process's resident high-water
+    mark, which writing 5 to /proc/self/clear_refs sets back to what is resident now. False when it cannot be reset
+    (the peak then covers the whole process)."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.reset_peak_memory_stats()
+        return True
+    try:
+        Path("/proc/self/clear_refs").write_text("5", encoding="ascii")
+    except OSError:
+        return False
+    return _proc_status_kib("VmHWM") is not None
+
+
+def resident_bytes() -> int | None:
+    """Memory this process holds now (VmRSS), where Linux says."""
+    kib = _proc_status_kib("VmRSS")
+    return None if kib is None else kib * 1024
+
+
+def _proc_status_kib(field: str) -> int | None:
+    try:
+        text = Path("/proc/self/status").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    match = re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE)
+    return int(match.group(1)) if match else None

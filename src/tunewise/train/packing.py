@@ -13,6 +13,14 @@ What transformers 5.24 does with a packed row (verified in `masking_utils.py` an
   batch's `cu_seq_lens_q` (the FlashAttention kwarg names, so flash_attention_2 on a GPU reads the same batch), and
   plain sdpa for everything else (padded batches, generation with a cache). It is exact, and faster than the dense
   mask on long rows (SmolLM2-width probe, 2 layers, 1 thread, 8 examples of 200-450 tokens: 1.9 s vs 3.4 s a step).
+- Sliding-window layers (Gemma 3: 5 of every 6 layers; the model passes `sliding_window`, None on full layers) keep
+  transformers' convention, `sliding_window_overlay` in `masking_utils.py`: a query attends to key `k` when
+  `q - sliding_window < k <= q`, i.e. itself and the `sliding_window - 1` tokens before it (flash attention's
+  `window_size=(w - 1, w - 1)` says the same). An example no longer than the window is plain causal; only a longer
+  one gets its banded [t, t] mask.
+- Logit soft-capping: Gemma 3's attention does not pass `softcap` (its `attn_logit_softcapping` is unused by every
+  implementation, eager included), and `final_logit_softcapping` is applied element-wise after the LM head, so it
+  commutes with `logits_to_keep`. A model that does pass `softcap` (Gemma 2) is refused, as transformers' sdpa does.
 
 Batching: a packed row wastes nothing on padding, so packing needs no length grouping; `train.sampler` picks the
 order (sampling.py) and is the same for the padded and the packed paths, which gives them identical micro-batches
@@ -96,7 +104,8 @@ def varlen_sdpa_attention(
     cu_seq_lens_k: torch.Tensor | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
-    """Causal SDPA per packed example (no T^2 mask); plain sdpa when the call is not a packed row."""
+    """Causal SDPA per packed example (no T^2 mask), within the layer's sliding window if it has one; plain sdpa
+    when the call is not a packed row."""
     packed = (
         cu_seq_lens_q is not None
         and query.shape[0] == 1
@@ -108,23 +117,43 @@ def varlen_sdpa_attention(
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )
+    if kwargs.get("softcap") is not None:
+        raise ValueError("tunewise's packed attention does not support `softcap`, as transformers' sdpa does not")
+    window = kwargs.get("sliding_window", getattr(module, "sliding_window", None))
     gqa = getattr(module, "num_key_value_groups", 1) > 1
     bounds = cu_seq_lens_q.tolist()
     parts = [
-        F.scaled_dot_product_attention(
-            query[:, :, start:end],
-            key[:, :, start:end],
-            value[:, :, start:end],
-            dropout_p=dropout,
-            scale=scaling,
-            is_causal=True,
-            enable_gqa=gqa,
+        _causal_sdpa(
+            query[:, :, start:end], key[:, :, start:end], value[:, :, start:end], window, dropout, scaling, gqa
         )
         for start, end in pairwise(bounds)
     ]
     # [1, heads, t, dim] parts -> one [1, T, heads, dim] tensor, the layout every attention interface returns,
     # written by a single copy (cat then transpose+contiguous would allocate and copy twice)
     return torch.cat([part.transpose(1, 2) for part in parts], dim=1), None
+
+
+def _causal_sdpa(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    window: int | None,
+    dropout: float,
+    scaling: float | None,
+    gqa: bool,
+) -> torch.Tensor:
+    """Causal SDPA over one example; with a sliding window shorter than it, each query sees its last `window` keys."""
+    length = query.shape[2]
+    if window is None or length <= window:
+        return F.scaled_dot_product_attention(
+            query, key, value, dropout_p=dropout, scale=scaling, is_causal=True, enable_gqa=gqa
+        )
+    positions = torch.arange(length, device=query.device)
+    distance = positions[:, None] - positions[None, :]  # query index minus key index
+    band = (distance >= 0) & (distance < window)
+    return F.scaled_dot_product_attention(
+        query, key, value, attn_mask=band, dropout_p=dropout, scale=scaling, enable_gqa=gqa
+    )
 
 
 def enable_varlen_attention(model: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,14 @@ from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
 from tunewise.config import Config, TrainConfig, greater_is_better
 from tunewise.data.encode import Encoded
 from tunewise.errors import ConfigError
-from tunewise.train.callbacks import DivergenceMonitor, MetricsLogger, RunSizing, TaskMetric
+from tunewise.train.callbacks import (
+    DivergenceMonitor,
+    MetricsLogger,
+    RunSizing,
+    TaskMetric,
+    peak_memory_gib,
+    reset_peak_memory,
+)
 from tunewise.train.checkpoint import (
     latest_valid_checkpoint,
     read_state,
@@ -50,6 +58,8 @@ class TrainSummary:
     adapter: str
     resumed_from_step: int | None = None  # the checkpoint step this run continued from
     sizing: dict[str, float] | None = None  # seconds per step and peak memory, measured after the first steps
+    train_seconds: float | None = None  # wall time of the training loop (of this process's part, when resumed)
+    peak_memory_gib: float | None = None  # peak over the training loop: accelerator allocation, else resident memory
 
 
 @dataclass
@@ -203,7 +213,11 @@ def train(
         f"training: {len(train_items)} examples, {total_steps} optimizer steps, "
         f"validation on {len(val_items)} every {trainer.args.eval_steps} steps"
     )
+    reset_peak_memory()  # the peak of training alone, not of loading or the base model's evaluation before it
+    started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    train_seconds = time.perf_counter() - started
+    peak_gib = peak_memory_gib()
 
     state = trainer.state
     adapter_dir = run_dir / "adapter"
@@ -234,6 +248,8 @@ def train(
         adapter=str(adapter_dir),
         resumed_from_step=resumed_from,
         sizing=sizing.figures or None,
+        train_seconds=round(train_seconds, 3),
+        peak_memory_gib=round(peak_gib, 3),
     )
     return TrainResult(peft_model, adapter_dir, summary)
 

@@ -1,0 +1,370 @@
+"""`tunewise bakeoff`: candidate base models compared on the user's own task, with the costs of each.
+
+For every candidate, on the same curated data and the same prompt:
+1. the estimate of the full run (model size, peak memory, time) and its measured probe (`tunewise estimate`);
+   a candidate whose estimate does not fit the machine's memory stops there, with the reason;
+2. the prompted base model on the validation split, zero-shot and few-shot (one run: `tunewise eval`);
+3. fine-tunes on nested shares of the training set (normal runs), each scored on the validation split, and the
+   learning curve extrapolated to the full training set with a bootstrap interval (extrapolation.py);
+4. optionally (`bakeoff.verify_top`) the full fine-tune of the top candidates, to check the extrapolation.
+
+The test split is never read: the arms' `data.test` is the validation file, and every score is on validation.
+Arms do not stop early (`train.patience: 0`), so each gets the budget its share of the data gives. A candidate
+that fails (it does not load, its prompt does not render, a run breaks) is reported with the reason; the
+others continue.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from tunewise import pipeline
+from tunewise.config import BakeoffConfig, Config, greater_is_better, validate_config
+from tunewise.core.format import duration
+from tunewise.data.jsonl import write_jsonl
+from tunewise.data.records import Record
+from tunewise.data.splits import load_splits
+from tunewise.errors import ConfigError, TunewiseError
+from tunewise.evaluate.tasks import EvalTask, task_for
+from tunewise.experiments import curated_once, experiment_name, metric_ci, resampled_score, set_dotted
+from tunewise.experiments.ablate import nested_subsets
+from tunewise.experiments.bakeoff_report import print_table, write_best_config, write_outputs
+from tunewise.experiments.extrapolation import Extrapolation, extrapolate, probability_best
+from tunewise.pipeline.estimate_stage import estimate_run
+
+FEW_SHOT_KINDS = {"classification", "completion", "alpaca"}  # the kinds prompt.few_shot supports
+FEW_SHOT = "few-shot"
+
+
+@dataclass
+class Candidate:
+    """One candidate's results; `failure` says why it stopped early (the others continue)."""
+
+    model: str
+    slug: str
+    estimate: dict[str, Any] | None = None
+    base: dict[str, dict[str, Any]] = field(default_factory=dict)  # prompt ("zero-shot", "few-shot") -> score
+    arms: list[dict[str, Any]] = field(default_factory=list)
+    extrapolation: Extrapolation | None = None
+    verification: dict[str, Any] | None = None
+    failure: str | None = None
+    scorers: list[Any] = field(default_factory=list, repr=False)
+
+
+@dataclass
+class Setup:
+    """What every candidate shares: the config template, the data files, the task and its examples."""
+
+    settings: BakeoffConfig
+    template: dict[str, Any]
+    train_files: dict[float, tuple[Path, int]]  # fraction -> (file, examples); 1.0 is the full training set
+    n_val: int
+    task: EvalTask
+    name: str
+    out: Path
+    seed: int
+    kind: str
+
+
+def bakeoff(config: Config, config_path: Path, console: Console, models: list[str] | None = None) -> Path:
+    """Run the bake-off; returns `<output.dir>/bakeoffs/<name>/` with bakeoff.json, bakeoff.html and best.yaml."""
+    settings = config.bakeoff or BakeoffConfig()
+    candidates = list(dict.fromkeys(models or settings.models))
+    if not candidates:
+        raise ConfigError("no candidate models: pass --model A --model B, or set bakeoff.models in the config")
+    setup = _setup(config, config_path, settings, console)
+    results = [_run_candidate(setup, model, slug, config_path, console) for model, slug in _slugs(candidates)]
+    ranking = _rank(setup, results)
+    for candidate in [c for c in ranking if c.extrapolation is not None][: settings.verify_top]:
+        _verify(setup, candidate, config_path, console)
+    payload = _payload(setup, results, ranking)
+    write_outputs(payload, setup.out)
+    if ranking:
+        write_best_config(config, ranking[0].model, payload, setup.out / "best.yaml")
+    print_table(console, payload)
+    return setup.out
+
+
+def _setup(config: Config, config_path: Path, settings: BakeoffConfig, console: Console) -> Setup:
+    name = experiment_name(config, config_path)
+    out = config.output.dir / "bakeoffs" / name
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    curated = curated_once(config, console)
+    seed = curated.train.seed
+    splits = load_splits(curated.data, seed)
+    task = task_for(curated.data.kind, splits.labels, curated.eval, curated.train.max_length)
+    val_path = _write(out / "data" / "val.jsonl", splits.val)
+    fractions = sorted({*settings.fractions, 1.0})
+    train_files = {
+        fraction: (_write(out / "data" / f"train-{fraction:g}.jsonl", subset), len(subset))
+        for fraction, subset in nested_subsets(splits.train, fractions, seed).items()
+    }
+    raw = curated.model_dump(mode="json", exclude={"sweep", "ablate", "bakeoff", "export"})
+    caps = dict.fromkeys(("max_train_examples", "max_val_examples", "max_test_examples"))  # already applied
+    # data.test is the validation file: the held-out test split is not even written where the arms can read it.
+    raw["data"].update(val=str(val_path), test=str(val_path), fields={}, format="jsonl", encoding="utf-8", **caps)
+    raw["data"]["labels"] = splits.labels or None  # a small subset may miss a label
+    raw["eval"].update(split="val", calibrate=False)
+    raw["train"]["patience"] = 0
+    raw["prompt"]["variants"] = {}
+    raw["output"] = {"dir": str(out / "runs"), "name": None}
+    console.print(
+        f"bake-off {escape(name)}: {len(splits.train)} training examples, subsets of "
+        + ", ".join(str(n) for f, (_, n) in train_files.items() if f < 1)
+        + f"; every score on the {len(splits.val)} validation examples (the test split is not used)"
+    )
+    return Setup(settings, raw, train_files, len(splits.val), task, name, out, seed, curated.data.kind)
+
+
+def _run_candidate(setup: Setup, model: str, slug: str, config_path: Path, console: Console) -> Candidate:
+    candidate = Candidate(model, slug)
+    console.rule(f"candidate {escape(model)}")
+    try:
+        _estimate(setup, candidate, config_path, console)
+        if candidate.failure is None:
+            _evaluate_base(setup, candidate, config_path, console)
+            _learning_curve(setup, candidate, config_path, console)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # a candidate that breaks (load, prompt, memory, a library) must not stop the rest
+        candidate.failure = failure_text(exc)
+    if candidate.failure:
+        console.print(f"[red]candidate {escape(model)} left out: {escape(candidate.failure)}[/]")
+    gc.collect()  # the next candidate's model should not share the heap with this one's leftovers
+    return candidate
+
+
+def _arm_config(
+    setup: Setup, candidate: Candidate, fraction: float, label: str, edits: dict[str, Any] | None = None
+) -> Config:
+    """The shared template for this candidate, trained on the `fraction` subset, with dotted `edits`."""
+    raw = copy.deepcopy(setup.template)
+    edits = {
+        "model.name": candidate.model,
+        "data.train": str(setup.train_files[fraction][0]),
+        "output.name": f"{setup.name}-{candidate.slug}-{label}",
+        **(edits or {}),
+    }
+    for key, value in edits.items():
+        set_dotted(raw, key, value)
+    return validate_config(raw, source=f"bake-off candidate {candidate.model} ({label})")
+
+
+def _estimate(setup: Setup, candidate: Candidate, config_path: Path, console: Console) -> None:
+    config = _arm_config(setup, candidate, 1.0, "estimate")
+    estimate = estimate_run(config, console, probe_steps=setup.settings.probe_steps)
+    candidate.estimate = estimate.to_json()
+    if not estimate.fits:
+        candidate.failure = estimate.reason
+
+
+def _evaluate_base(setup: Setup, candidate: Candidate, config_path: Path, console: Console) -> None:
+    """Zero-shot and few-shot on validation, in one `tunewise eval` run of the base model."""
+    shots = setup.settings.few_shot if setup.kind in FEW_SHOT_KINDS else 0
+    variants = {FEW_SHOT: {"few_shot": shots}} if shots else {}
+    config = _arm_config(setup, candidate, 1.0, "base", {"eval.base": True, "prompt.variants": variants})
+    outcome = pipeline.eval_job(config, config_path, console)
+    for cell, prompt in (("base", "zero-shot"), (f"base · {FEW_SHOT}", FEW_SHOT)):
+        if cell in outcome.evaluation.results:
+            rows = _aligned(setup, outcome.evaluation.predictions.get(cell, []))
+            metric = outcome.evaluation.results[cell][setup.task.primary_metric]
+            candidate.base[prompt] = _scored(setup, rows, metric) | {"run_dir": str(outcome.run_dir)}
+
+
+def _learning_curve(setup: Setup, candidate: Candidate, config_path: Path, console: Console) -> None:
+    for fraction, (_, n_train) in setup.train_files.items():
+        if fraction == 1.0:
+            continue
+        arm = _fine_tune(setup, candidate, fraction, f"n{n_train}", config_path, console)
+        candidate.arms.append(arm)
+    full = setup.train_files[1.0][1]
+    scored = all(score is not None for score in candidate.scorers)
+    # Without per-example scores (corpus perplexity) the curve goes through the points, with no interval.
+    arms = [
+        (arm["n_train"], score if scored else _constant(arm["metric"]))
+        for arm, score in zip(candidate.arms, candidate.scorers, strict=True)
+    ]
+    bounds = (0.0, 1.0) if scored else None
+    resamples = setup.settings.resamples if scored else 0
+    candidate.extrapolation = extrapolate(arms, full, setup.n_val, resamples=resamples, seed=setup.seed, bounds=bounds)
+
+
+def _fine_tune(
+    setup: Setup, candidate: Candidate, fraction: float, label: str, config_path: Path, console: Console
+) -> dict[str, Any]:
+    config = _arm_config(setup, candidate, fraction, label, {"eval.base": False})
+    outcome = pipeline.run_job(config, config_path, console)
+    rows = _aligned(setup, outcome.evaluation.predictions.get("fine-tuned", []))
+    metric = outcome.evaluation.results["fine-tuned"][setup.task.primary_metric]
+    candidate.scorers.append(resampled_score(setup.task, rows) if rows else None)
+    train = outcome.train or {}
+    return {
+        "fraction": fraction,
+        "n_train": setup.train_files[fraction][1],
+        **_scored(setup, rows, metric),
+        "steps": train.get("steps"),
+        "train_seconds": train.get("train_seconds"),
+        "peak_memory_gib": train.get("peak_memory_gib"),
+        "run_dir": str(outcome.run_dir),
+    }
+
+
+def _verify(setup: Setup, candidate: Candidate, config_path: Path, console: Console) -> None:
+    """The full fine-tune of a top candidate: the extrapolation's error, and the estimate's."""
+    try:
+        full = _fine_tune(setup, candidate, 1.0, "full", config_path, console)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # the extrapolation stands; the check is reported as not done
+        candidate.verification = {"failure": failure_text(exc)}
+        return
+    predicted = candidate.extrapolation
+    assert predicted is not None
+    estimate = candidate.estimate or {}
+    check = {
+        "measured": full,
+        "extrapolated": predicted.point,
+        "error": full["metric"] - predicted.point,
+        "inside_interval": predicted.low <= full["metric"] <= predicted.high,
+    }
+    if full.get("train_seconds") and estimate.get("train_seconds"):
+        check["time_error"] = estimate["train_seconds"] / full["train_seconds"] - 1
+    if full.get("peak_memory_gib") and estimate.get("peak_memory_bytes"):
+        check["memory_error"] = estimate["peak_memory_bytes"] / 2**30 / full["peak_memory_gib"] - 1
+    candidate.verification = check
+
+
+def _rank(setup: Setup, results: list[Candidate]) -> list[Candidate]:
+    """Candidates with a learning curve, best extrapolated validation metric first."""
+    ranked = [c for c in results if c.extrapolation is not None and c.failure is None]
+    greater = greater_is_better(setup.task.primary_metric)
+    return sorted(ranked, key=lambda c: c.extrapolation.point if greater else -c.extrapolation.point, reverse=True)
+
+
+def _payload(setup: Setup, results: list[Candidate], ranking: list[Candidate]) -> dict[str, Any]:
+    greater = greater_is_better(setup.task.primary_metric)
+    chances = probability_best({c.model: c.extrapolation.draws for c in ranking if c.extrapolation}, greater)
+    rows = []
+    for candidate in results:
+        row: dict[str, Any] = {
+            "model": candidate.model,
+            "slug": candidate.slug,
+            "rank": ranking.index(candidate) + 1 if candidate in ranking else None,
+            "failure": candidate.failure,
+            "estimate": candidate.estimate,
+            "base": candidate.base,
+            "learning_curve": candidate.arms,
+            "extrapolated": candidate.extrapolation.to_json() if candidate.extrapolation else None,
+            "probability_best": chances.get(candidate.model),
+            "verification": candidate.verification,
+        }
+        rows.append(row)
+    full = setup.train_files[1.0][1]
+    return {
+        "name": setup.name,
+        "task": setup.task.name,
+        "primary_metric": setup.task.primary_metric,
+        "greater_is_better": greater,
+        "split": "val",
+        "n_val": setup.n_val,
+        "n_train": full,
+        "subsets": [n for f, (_, n) in setup.train_files.items() if f < 1],
+        "seed": setup.seed,
+        "candidates": sorted(rows, key=lambda r: (r["rank"] is None, r["rank"] or 0)),
+        "recommendation": recommendation([r for r in rows if r["rank"]], setup.task.primary_metric),
+    }
+
+
+def recommendation(ranked: list[dict[str, Any]], metric: str) -> dict[str, Any] | None:
+    """The top candidate and how sure the bake-off is of it: its probability of being best at the full size."""
+    if not ranked:
+        return None
+    top = min(ranked, key=lambda r: r["rank"])
+    chance = top["probability_best"]
+    value = top["extrapolated"]
+    interval = f"{value['metric']:.4f} [{value['ci_low']:.4f}, {value['ci_high']:.4f}]"
+    if len(ranked) == 1:
+        sureness, words = "only candidate", "the only candidate left"
+    elif chance is not None and chance >= 0.95:
+        sureness, words = "clear", f"best in {chance:.0%} of the bootstrap resamples"
+    elif chance is not None and chance >= 0.75:
+        sureness, words = (
+            "likely",
+            f"best in {chance:.0%} of the bootstrap resamples; more validation data would settle it",
+        )
+    else:
+        sureness = "uncertain"
+        words = (
+            f"best in only {(chance or 0):.0%} of the bootstrap resamples: the candidates are not separable on this "
+            "validation set; add validation examples, or prefer the cheapest contender"
+        )
+        contenders = [r for r in ranked if (r["probability_best"] or 0) >= 0.1 and _train_seconds(r)]
+        if contenders:
+            cheapest = min(contenders, key=_train_seconds)
+            words += f" ({cheapest['model']}, est. {duration(_train_seconds(cheapest))} of training)"
+    text = f"{top['model']}: extrapolated {metric} at the full training set {interval}; {words}"
+    return {"model": top["model"], "sureness": sureness, "probability_best": chance, "text": text}
+
+
+# -- helpers ------------------------------------------------------------------------------------------------
+
+
+def _train_seconds(row: dict[str, Any]) -> float:
+    return float((row.get("estimate") or {}).get("train_seconds") or 0)
+
+
+def failure_text(exc: BaseException) -> str:
+    """One line: tunewise's own errors are already worded for the user; anything else is named by its type."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ""
+    return text if isinstance(exc, TunewiseError) and text else f"{type(exc).__name__}: {text}".rstrip(": ")
+
+
+def _slugs(models: list[str]) -> list[tuple[str, str]]:
+    """A short, file-safe, unique name per candidate for its run directories."""
+    seen: dict[str, int] = {}
+    named = []
+    for model in models:
+        stem = Path(model.rstrip("/")).name or "model"
+        stem = re.sub(r"\.gguf$", "", stem, flags=re.IGNORECASE)
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._")[:40] or "model"
+        seen[slug] = seen.get(slug, 0) + 1
+        named.append((model, slug if seen[slug] == 1 else f"{slug}-{seen[slug]}"))
+    return named
+
+
+def _aligned(setup: Setup, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Prediction rows in the order of the validation file's lines, so resample i means the same examples for
+    every arm and every candidate. Every arm reads the same file; rows that do not cover it give no rows
+    (then no interval), never a misaligned one."""
+    lines = [_line_of(row.get("source")) for row in rows]
+    if len(rows) != setup.n_val or None in lines or len(set(lines)) != len(lines):
+        return []
+    return [row for _, row in sorted(zip(lines, rows, strict=True), key=lambda pair: pair[0])]
+
+
+def _line_of(source: Any) -> int | None:
+    """The line number of a prediction's `source` ("path:line")."""
+    head, _, line = str(source).rpartition(":")
+    return int(line) if head and line.isdigit() else None
+
+
+def _scored(setup: Setup, rows: list[dict[str, Any]], metric: float) -> dict[str, Any]:
+    ci = metric_ci(setup.task, rows, setup.seed) if rows else None
+    return {"metric": float(metric), "ci_low": ci and ci.low, "ci_high": ci and ci.high}
+
+
+def _constant(value: float) -> Any:
+    return lambda _idx: float(value)
+
+
+def _write(path: Path, records: list[Record]) -> Path:
+    return write_jsonl(path, (record.to_row() for record in records))
