@@ -93,12 +93,12 @@ bench: $(STAMP)
 	$(BIN)/python bench/curate_throughput.py
 	$(BIN)/python bench/generation_throughput.py
 
-# Fidelity and time of `tunewise export` on the newest demo run (needs `make demo` first): docs/export.md
-# The estimate and the extrapolation against full fine-tunes of every candidate (about 45 min on a 2-core CPU).
+# The newest bake-off's estimates and extrapolations against full fine-tunes of every candidate (needs
+# `make demo-bakeoff` first): docs/bakeoff.md
 bench-bakeoff: $(STAMP)
-	$(BIN)/python examples/tweet-sentiment/prepare.py
 	$(BIN)/python bench/bakeoff_accuracy.py
 
+# Fidelity and time of `tunewise export` on the newest demo run (needs `make demo` first): docs/export.md
 bench-export: $(STAMP)
 	$(GGUF_RUNTIME)
 	$(BIN)/python bench/export_fidelity.py

@@ -43,7 +43,7 @@ def main() -> None:
     rows = []
     for row in report["candidates"]:
         if row["failure"] is None:
-            arm = Path(row["learning_curve"][-1]["run_dir"])
+            arm = Path(row["learning_curve"][-1]["run_dir"]).resolve()
             row["verification"] = _full_run(out, arm, row, console)
         quick = _quick_estimate_seconds(arm / "config.yaml") if row["failure"] is None else None
         rows.append(_errors(row, quick))

@@ -86,6 +86,19 @@ def test_estimate_prints_the_breakdown_and_json_with_a_probe(write_config):
     )
 
 
+def test_estimate_exits_1_when_the_run_does_not_fit(write_config, monkeypatch):
+    import tunewise.pipeline.estimate_stage as estimate_stage
+
+    monkeypatch.setattr(estimate_stage, "available_memory_bytes", lambda device: 1 << 20)  # 1 MiB free
+    result = runner.invoke(app, ["estimate", str(write_config()), "--probe-steps", "0"])
+    assert result.exit_code == 1, result.output
+    assert "does not fit" in result.stdout
+
+
+def test_bakeoff_without_candidates_is_one_line_and_exit_2(write_config):
+    _fails_with(["bakeoff", str(write_config())], r"no candidate models: pass --model A --model B")
+
+
 def test_estimate_of_a_bad_config_or_model_is_one_line_and_exit_2(write_config, tmp_path: Path):
     _fails_with(["estimate", write_config(train={"learning_rate": 1e-3})], r"unknown key 'train.learning_rate'")
     _fails_with(["estimate", write_config(model={"name": str(tmp_path / "gone")})], r"not a model directory")

@@ -271,7 +271,8 @@ def estimate_command(
     ] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="print every figure as JSON instead of the table")] = False,
 ) -> None:
-    """Size a run without training: model size, peak memory by component, time, and whether it fits here."""
+    """Size a run without training: model size, peak memory by component, time, and whether it fits here (exit
+    code 1 when it does not)."""
     with _user_errors():
         import json
 
@@ -283,6 +284,8 @@ def estimate_command(
         )
         if as_json:
             sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
+    if not result.fits:  # a script can gate a launch on it
+        raise typer.Exit(1)
 
 
 @app.command("report")

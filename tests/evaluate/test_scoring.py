@@ -90,7 +90,6 @@ def test_completion_nll_projects_only_answer_positions_and_splits_big_batches(mo
         Encoded([16, 17], [-100, -100], False),  # nothing to score
     ]
     monkeypatch.setattr(scoring, "LOGIT_ELEMENTS", vocab * 4)  # at most 4 answer logits per forward
-    monkeypatch.setattr(scoring, "_NLL_ROWS", 3)  # and cross-entropy over 3 rows at a time
     shapes = []
     hook = model.register_forward_hook(lambda _m, _a, out: shapes.append(tuple(out.logits.shape)))
     try:
@@ -101,6 +100,13 @@ def test_completion_nll_projects_only_answer_positions_and_splits_big_batches(mo
     assert total == pytest.approx(_reference_nll(model, items), rel=1e-5)
     assert all(len(shape) == 2 and shape[0] <= 4 and shape[1] == vocab for shape in shapes)  # [N, V], never [B, T, V]
     assert sum(shape[0] for shape in shapes) == 7 and len(shapes) == 2  # 4 + 1 + 2 answer tokens: split once
+
+
+def test_an_example_with_more_answer_tokens_than_the_budget_is_scored_whole_in_chunks(model, monkeypatch):
+    item = Encoded([5, 6, 7, 8, 9, 10, 11], [-100, 6, 7, 8, 9, 10, 11], False)  # 6 answer tokens
+    monkeypatch.setattr(scoring, "LOGIT_ELEMENTS", model.config.vocab_size * 4)  # a budget of 4 rows
+    total, count = completion_nll(model, [item], pad_id=0, batch_size=4)
+    assert count == 6 and total == pytest.approx(_reference_nll(model, [item]), rel=1e-5)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ from rich.console import Console
 from support.tiny import build_tiny_model
 from tunewise.config import load_config
 from tunewise.errors import ConfigError
-from tunewise.experiments.bakeoff import bakeoff, recommendation
+from tunewise.experiments.bakeoff import bakeoff
+from tunewise.experiments.bakeoff_report import recommendation
 from tunewise.track.store import sync
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -29,6 +30,7 @@ def test_two_candidates_and_a_broken_one(write_config, tiny_model_dir: Path, tin
     broken = tmp_path / "not-a-model"
     broken.mkdir()
     path = write_config(
+        model={"trust_remote_code": True},  # the user's own model, reviewed: the other candidates do not inherit it
         train={"epochs": 1, "eval_steps": 50},
         bakeoff={"fractions": [0.25, 0.5], "probe_steps": 0, "resamples": 200, "verify_top": 1},
     )
@@ -75,6 +77,7 @@ def test_two_candidates_and_a_broken_one(write_config, tiny_model_dir: Path, tin
         assert config["data"]["test"] == config["data"]["val"]
         sources = {row["source"].rpartition(":")[0] for row in _rows(run / "predictions.jsonl")}
         assert sources == {config["data"]["val"]}
+        assert config["model"]["trust_remote_code"] == (config["model"]["name"] == str(tiny_model_dir))
     written = [p for p in out.rglob("*.jsonl") if p.parent.name == "data"]
     assert written and all(not test_texts & {r["text"] for r in _rows(p)} for p in written)
 
@@ -111,3 +114,49 @@ def test_recommendation_says_how_sure_it_is():
         "(b, est. 2m00s of training)" in unsure["text"]
     )  # the cheapest contender; c never wins, so it is no contender
     assert recommendation([], "macro_f1") is None
+
+
+def test_a_candidate_that_does_not_fit_is_reported_and_not_trained(write_config, tiny_model_dir: Path, monkeypatch):
+    import tunewise.experiments.bakeoff as bakeoff_module
+
+    # a 1 KiB machine, measured once before the first candidate (so no candidate's leftovers shrink the next's share)
+    monkeypatch.setattr(bakeoff_module, "available_memory_bytes", lambda device: 1024)
+    path = write_config(train={"epochs": 1}, bakeoff={"fractions": [0.5], "probe_steps": 0, "resamples": 100})
+    console = Console(record=True, width=240)
+    out = bakeoff(load_config(path), path, console, models=[str(tiny_model_dir)])
+    row = json.loads((out / "bakeoff.json").read_text())["candidates"][0]
+    assert row["rank"] is None and row["failure"].startswith("does not fit:")
+    assert "available" in row["failure"] and row["learning_curve"] == [] and row["base"] == {}
+    assert not (out / "runs").exists() or not any((out / "runs").iterdir())  # nothing was trained or scored
+    assert not (out / "best.yaml").exists()
+
+
+def test_a_generation_task_keeps_its_metric_scale_and_budgets_shrink_with_the_data(
+    tiny_model_dir: Path, tmp_path: Path
+):
+    rows = [{"prompt": f"Repeat: w{i} w{i + 1}", "completion": f"w{i} w{i + 1}"} for i in range(60)]
+    files = {}
+    for split, part in (("train", rows[:40]), ("val", rows[40:50]), ("test", rows[50:])):
+        files[split] = tmp_path / f"{split}.jsonl"
+        files[split].write_text("".join(json.dumps(r) + "\n" for r in part))
+    config = {
+        "model": {"name": str(tiny_model_dir)},
+        "data": {"kind": "completion", **{k: str(v) for k, v in files.items()}},
+        "train": {"lr": 1e-2, "batch_size": 4, "max_steps": 6, "eval_steps": 50, "max_length": 48},
+        "eval": {"max_new_tokens": 8, "batch_size": 8},
+        "output": {"dir": str(tmp_path / "runs")},
+        "bakeoff": {"fractions": [0.25, 0.5], "probe_steps": 0, "resamples": 100, "few_shot": 2},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = bakeoff(load_config(path), path, Console(record=True, width=200), models=[str(tiny_model_dir)])
+    report = json.loads((out / "bakeoff.json").read_text())
+    row = report["candidates"][0]
+    assert report["primary_metric"] == "sentence_chrf" and row["rank"] == 1, row["failure"]
+    assert [arm["steps"] for arm in row["learning_curve"]] == [2, 3]  # train.max_steps 6 x 10/40 and 20/40
+    assert set(row["base"]) == {"zero-shot", "few-shot"}
+    curve = [arm["metric"] for arm in row["learning_curve"]]
+    extrapolated = row["extrapolated"]
+    assert 0 <= extrapolated["ci_low"] <= extrapolated["metric"] <= extrapolated["ci_high"] <= 100
+    if max(curve) > 1:  # chrF is on a 0-100 scale: never clipped to a share
+        assert extrapolated["metric"] != 1.0

@@ -53,7 +53,11 @@ def test_table_shows_ranks_costs_and_failures():
     console = Console(record=True, width=200)
     print_table(console, _payload())
     text = console.export_text()
-    assert "135M" in text and "9m00s" in text and "3.0 GiB" in text and "90%" in text
+    assert "9m00s" in text and "3.0 GiB" in text and "90%" in text and "0.60–0.80" in text
+    narrow = Console(record=True, width=80)
+    print_table(narrow, _payload())
+    assert "3.0 GiB" in narrow.export_text()  # every column survives an 80-column terminal
+    assert cells(_payload()["candidates"][0])[2] == "135M"
     assert "broken left out: no" in text and "recommended: alpha" in text
     assert "n=10: 0.5000, n=20: 0.6000" in text
     assert cells(_payload()["candidates"][2])[5] == "failed"

@@ -10,6 +10,7 @@ from tunewise.experiments.extrapolation import (
     CurveFit,
     extrapolate,
     fit_curve,
+    metric_bounds,
     probability_best,
     resample_indices,
 )
@@ -105,3 +106,11 @@ def test_to_json_reports_the_curve_and_interval():
     assert payload["metric"] == pytest.approx(0.7) and payload["curve"]["form"] == "log-linear"
     assert payload["ci_low"] == pytest.approx(0.7) == payload["ci_high"]  # constant scorers: no spread
     assert [p["n_train"] for p in payload["observed"]] == [10, 20]
+
+
+def test_each_metric_is_clipped_to_its_own_range():
+    assert metric_bounds("macro_f1") == (0.0, 1.0) and metric_bounds("sentence_chrf") == (0.0, 100.0)
+    chrf = extrapolate([(10, lambda idx: 30.0), (20, lambda idx: 40.0)], 40, 5, resamples=100, bounds=(0, 100))
+    assert chrf.point == pytest.approx(50.0)  # a share's bounds would have clipped it to 1
+    perplexity = extrapolate([(10, lambda idx: 30.0), (20, lambda idx: 12.0)], 10**6, 5, resamples=0, bounds=(1, None))
+    assert perplexity.point == 1.0  # a log-linear fall would go below 1: no model is better than certain

@@ -90,3 +90,16 @@ def test_a_model_shipping_code_is_refused_unless_trusted(tiny_model_dir: Path, t
 def test_an_uncached_hub_id_is_one_line_not_a_download() -> None:
     with pytest.raises(ModelLoadError, match="not in the local cache.*download it first"):
         read_anatomy(ModelConfig(name="nobody-here/no-such-model-7f3a"))
+
+
+@pytest.mark.parametrize(("key", "value"), [("num_hidden_layers", 10**8), ("hidden_size", -4), ("vocab_size", 10**9)])
+def test_a_config_with_sizes_no_model_has_is_refused_before_it_is_built(
+    tiny_model_dir: Path, tmp_path: Path, key: str, value: object
+) -> None:
+    hostile = tmp_path / "hostile"
+    shutil.copytree(tiny_model_dir, hostile)
+    config = json.loads((hostile / "config.json").read_text())
+    config[key] = value
+    (hostile / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match=f"config.json {key} = .* is not a model size"):
+        read_anatomy(ModelConfig(name=str(hostile)))

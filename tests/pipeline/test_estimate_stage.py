@@ -18,8 +18,8 @@ from tunewise.data.variants import DEFAULT_PROMPT, prompt_variants
 from tunewise.models import load_tokenizer
 from tunewise.pipeline import estimate_stage
 from tunewise.pipeline.estimate_stage import estimate_run, print_estimate
+from tunewise.train.estimate import planned_steps
 from tunewise.train.probe import ProbeOutcome, ProbeResult
-from tunewise.train.trainer import planned_steps
 
 
 def quiet() -> Console:

@@ -102,7 +102,6 @@ def shared_prefix_length(prompts: list[list[int]]) -> int:
 # The most vocabulary logits one forward of `completion_nll` makes: 64M floats, 256 MB. Full [B, T, V] logits of
 # a 262,144-token vocabulary (Gemma 3) are 1 GB for 8 x 128 tokens, and cross-entropy's log-softmax doubles that.
 LOGIT_ELEMENTS = 1 << 26
-_NLL_ROWS = 1024  # logit rows per cross-entropy call: its log-softmax copy stays a few hundred MB at most
 
 
 @torch.no_grad()
@@ -110,8 +109,9 @@ def completion_nll(model: Any, items: list[Encoded], pad_id: int, batch_size: in
     """Total negative log-likelihood of the answer tokens and how many there were.
 
     Only the positions that predict an answer token are projected onto the vocabulary (`logits_to_keep`, a bool
-    mask), and a batch is split where its answer tokens would make more than LOGIT_ELEMENTS logits: the same sum,
-    without a vocabulary-sized tensor per prompt token."""
+    mask), and a batch is split where its answer tokens would make more than LOGIT_ELEMENTS logits (one example
+    with more answer tokens than that is its own part): the same sum, without a vocabulary-sized tensor per prompt
+    token."""
     model.eval()
     rows = max(1, LOGIT_ELEMENTS // _vocab_size(model))
     total, count = 0.0, 0
@@ -128,8 +128,8 @@ def completion_nll(model: Any, items: list[Encoded], pad_id: int, batch_size: in
             if logits.ndim == 3:  # a model that ignores logits_to_keep returns every position
                 logits = logits[keep]
             targets = labels[:, 1:][trained]  # the row-major order of hidden_states[keep]
-            for start in range(0, len(targets), _NLL_ROWS):
-                chunk = slice(start, start + _NLL_ROWS)
+            for start in range(0, len(targets), rows):  # cross-entropy's fp32 log-softmax: LOGIT_ELEMENTS at most
+                chunk = slice(start, start + rows)
                 total += float(F.cross_entropy(logits[chunk].float(), targets[chunk], reduction="sum"))
             count += len(targets)
     return total, count

@@ -8,7 +8,8 @@ For every candidate, on the same curated data and the same prompt:
    learning curve extrapolated to the full training set with a bootstrap interval (extrapolation.py);
 4. optionally (`bakeoff.verify_top`) the full fine-tune of the top candidates, to check the extrapolation.
 
-The test split is never read: the arms' `data.test` is the validation file, and every score is on validation.
+The test split is never used: the arms' `data.test` is the validation file, the test records are not copied where
+the arms can read them, and every score is on validation.
 Arms do not stop early (`train.patience: 0`), so each gets the budget its share of the data gives. A candidate
 that fails (it does not load, its prompt does not render, a run breaks) is reported with the reason; the
 others continue.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +30,6 @@ from rich.markup import escape
 
 from tunewise import pipeline
 from tunewise.config import BakeoffConfig, Config, greater_is_better, validate_config
-from tunewise.core.format import duration
 from tunewise.data.jsonl import write_jsonl
 from tunewise.data.records import Record
 from tunewise.data.splits import load_splits
@@ -36,9 +37,10 @@ from tunewise.errors import ConfigError, TunewiseError
 from tunewise.evaluate.tasks import EvalTask, task_for
 from tunewise.experiments import curated_once, experiment_name, metric_ci, resampled_score, set_dotted
 from tunewise.experiments.ablate import nested_subsets
-from tunewise.experiments.bakeoff_report import print_table, write_best_config, write_outputs
-from tunewise.experiments.extrapolation import Extrapolation, extrapolate, probability_best
+from tunewise.experiments.bakeoff_report import print_table, recommendation, write_best_config, write_outputs
+from tunewise.experiments.extrapolation import Extrapolation, extrapolate, metric_bounds, probability_best
 from tunewise.pipeline.estimate_stage import estimate_run
+from tunewise.train.probe import available_memory_bytes, training_device
 
 FEW_SHOT_KINDS = {"classification", "completion", "alpaca"}  # the kinds prompt.few_shot supports
 FEW_SHOT = "few-shot"
@@ -72,6 +74,9 @@ class Setup:
     out: Path
     seed: int
     kind: str
+    user_model: str  # the config's own model.name: only it keeps the config's trust_remote_code, revision, gguf_file
+    available_bytes: int | None  # memory free before the first candidate: every candidate is judged against it
+    bounds: tuple[float | None, float | None] | None  # the primary metric's range, for the curve
 
 
 def bakeoff(config: Config, config_path: Path, console: Console, models: list[str] | None = None) -> Path:
@@ -121,14 +126,27 @@ def _setup(config: Config, config_path: Path, settings: BakeoffConfig, console: 
         + ", ".join(str(n) for f, (_, n) in train_files.items() if f < 1)
         + f"; every score on the {len(splits.val)} validation examples (the test split is not used)"
     )
-    return Setup(settings, raw, train_files, len(splits.val), task, name, out, seed, curated.data.kind)
+    return Setup(
+        settings=settings,
+        template=raw,
+        train_files=train_files,
+        n_val=len(splits.val),
+        task=task,
+        name=name,
+        out=out,
+        seed=seed,
+        kind=curated.data.kind,
+        user_model=config.model.name,
+        available_bytes=available_memory_bytes(training_device()),
+        bounds=metric_bounds(task.primary_metric),
+    )
 
 
 def _run_candidate(setup: Setup, model: str, slug: str, config_path: Path, console: Console) -> Candidate:
     candidate = Candidate(model, slug)
     console.rule(f"candidate {escape(model)}")
     try:
-        _estimate(setup, candidate, config_path, console)
+        _estimate(setup, candidate, console)
         if candidate.failure is None:
             _evaluate_base(setup, candidate, config_path, console)
             _learning_curve(setup, candidate, config_path, console)
@@ -138,7 +156,7 @@ def _run_candidate(setup: Setup, model: str, slug: str, config_path: Path, conso
         candidate.failure = failure_text(exc)
     if candidate.failure:
         console.print(f"[red]candidate {escape(model)} left out: {escape(candidate.failure)}[/]")
-    gc.collect()  # the next candidate's model should not share the heap with this one's leftovers
+    release_memory()
     return candidate
 
 
@@ -153,14 +171,22 @@ def _arm_config(
         "output.name": f"{setup.name}-{candidate.slug}-{label}",
         **(edits or {}),
     }
+    if candidate.model != setup.user_model:  # the user reviewed and pinned their own model, not the candidates
+        edits |= {"model.trust_remote_code": False, "model.revision": None, "model.gguf_file": None}
+    max_steps = raw["train"]["max_steps"]
+    if max_steps > 0:  # a fixed budget shrinks with the data, like the epochs rule
+        share = setup.train_files[fraction][1] / setup.train_files[1.0][1]
+        edits["train.max_steps"] = max(1, math.ceil(max_steps * share))
     for key, value in edits.items():
         set_dotted(raw, key, value)
     return validate_config(raw, source=f"bake-off candidate {candidate.model} ({label})")
 
 
-def _estimate(setup: Setup, candidate: Candidate, config_path: Path, console: Console) -> None:
+def _estimate(setup: Setup, candidate: Candidate, console: Console) -> None:
     config = _arm_config(setup, candidate, 1.0, "estimate")
-    estimate = estimate_run(config, console, probe_steps=setup.settings.probe_steps)
+    estimate = estimate_run(
+        config, console, probe_steps=setup.settings.probe_steps, available_bytes=setup.available_bytes
+    )
     candidate.estimate = estimate.to_json()
     if not estimate.fits:
         candidate.failure = estimate.reason
@@ -170,7 +196,8 @@ def _evaluate_base(setup: Setup, candidate: Candidate, config_path: Path, consol
     """Zero-shot and few-shot on validation, in one `tunewise eval` run of the base model."""
     shots = setup.settings.few_shot if setup.kind in FEW_SHOT_KINDS else 0
     variants = {FEW_SHOT: {"few_shot": shots}} if shots else {}
-    config = _arm_config(setup, candidate, 1.0, "base", {"eval.base": True, "prompt.variants": variants})
+    edits = {"eval.base": True, "prompt.variants": variants, "prompt.few_shot": 0}  # the default cell: zero-shot
+    config = _arm_config(setup, candidate, 1.0, "base", edits)
     outcome = pipeline.eval_job(config, config_path, console)
     for cell, prompt in (("base", "zero-shot"), (f"base · {FEW_SHOT}", FEW_SHOT)):
         if cell in outcome.evaluation.results:
@@ -192,9 +219,10 @@ def _learning_curve(setup: Setup, candidate: Candidate, config_path: Path, conso
         (arm["n_train"], score if scored else _constant(arm["metric"]))
         for arm, score in zip(candidate.arms, candidate.scorers, strict=True)
     ]
-    bounds = (0.0, 1.0) if scored else None
     resamples = setup.settings.resamples if scored else 0
-    candidate.extrapolation = extrapolate(arms, full, setup.n_val, resamples=resamples, seed=setup.seed, bounds=bounds)
+    candidate.extrapolation = extrapolate(
+        arms, full, setup.n_val, resamples=resamples, seed=setup.seed, bounds=setup.bounds
+    )
 
 
 def _fine_tune(
@@ -251,7 +279,10 @@ def _rank(setup: Setup, results: list[Candidate]) -> list[Candidate]:
 
 def _payload(setup: Setup, results: list[Candidate], ranking: list[Candidate]) -> dict[str, Any]:
     greater = greater_is_better(setup.task.primary_metric)
-    chances = probability_best({c.model: c.extrapolation.draws for c in ranking if c.extrapolation}, greater)
+    draws = {c.model: c.extrapolation.draws for c in ranking if c.extrapolation}
+    # Comparable only when every ranked candidate has resamples (per-example scores on the same examples).
+    comparable = all(len(d) for d in draws.values())
+    chances = probability_best(draws, greater) if comparable else {}
     rows = []
     for candidate in results:
         row: dict[str, Any] = {
@@ -283,42 +314,17 @@ def _payload(setup: Setup, results: list[Candidate], ranking: list[Candidate]) -
     }
 
 
-def recommendation(ranked: list[dict[str, Any]], metric: str) -> dict[str, Any] | None:
-    """The top candidate and how sure the bake-off is of it: its probability of being best at the full size."""
-    if not ranked:
-        return None
-    top = min(ranked, key=lambda r: r["rank"])
-    chance = top["probability_best"]
-    value = top["extrapolated"]
-    interval = f"{value['metric']:.4f} [{value['ci_low']:.4f}, {value['ci_high']:.4f}]"
-    if len(ranked) == 1:
-        sureness, words = "only candidate", "the only candidate left"
-    elif chance is not None and chance >= 0.95:
-        sureness, words = "clear", f"best in {chance:.0%} of the bootstrap resamples"
-    elif chance is not None and chance >= 0.75:
-        sureness, words = (
-            "likely",
-            f"best in {chance:.0%} of the bootstrap resamples; more validation data would settle it",
-        )
-    else:
-        sureness = "uncertain"
-        words = (
-            f"best in only {(chance or 0):.0%} of the bootstrap resamples: the candidates are not separable on this "
-            "validation set; add validation examples, or prefer the cheapest contender"
-        )
-        contenders = [r for r in ranked if (r["probability_best"] or 0) >= 0.1 and _train_seconds(r)]
-        if contenders:
-            cheapest = min(contenders, key=_train_seconds)
-            words += f" ({cheapest['model']}, est. {duration(_train_seconds(cheapest))} of training)"
-    text = f"{top['model']}: extrapolated {metric} at the full training set {interval}; {words}"
-    return {"model": top["model"], "sureness": sureness, "probability_best": chance, "text": text}
-
-
 # -- helpers ------------------------------------------------------------------------------------------------
 
 
-def _train_seconds(row: dict[str, Any]) -> float:
-    return float((row.get("estimate") or {}).get("train_seconds") or 0)
+def release_memory() -> None:
+    """What this candidate's runs left: Python garbage, and on a GPU torch's cached blocks, which the next
+    candidate's probe (another process) could not use."""
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def failure_text(exc: BaseException) -> str:
@@ -330,14 +336,18 @@ def failure_text(exc: BaseException) -> str:
 
 def _slugs(models: list[str]) -> list[tuple[str, str]]:
     """A short, file-safe, unique name per candidate for its run directories."""
-    seen: dict[str, int] = {}
+    taken: set[str] = set()
     named = []
     for model in models:
         stem = Path(model.rstrip("/")).name or "model"
         stem = re.sub(r"\.gguf$", "", stem, flags=re.IGNORECASE)
-        slug = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._")[:40] or "model"
-        seen[slug] = seen.get(slug, 0) + 1
-        named.append((model, slug if seen[slug] == 1 else f"{slug}-{seen[slug]}"))
+        base = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._")[:40] or "model"
+        slug, n = base, 1
+        while slug in taken:
+            n += 1
+            slug = f"{base}-{n}"
+        taken.add(slug)
+        named.append((model, slug))
     return named
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import yaml
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -17,32 +18,39 @@ from tunewise.config import Config
 from tunewise.core.format import duration
 from tunewise.core.html import render_page, write_page
 from tunewise.core.plots import data_uri, literal, new_figure, png_bytes
+from tunewise.core.safeio import replace_text
 
-HEADER = (
-    "rank",
-    "model",
-    "params",
-    "zero-shot",
-    "few-shot",
-    "fine-tuned, extrapolated",
-    "P(best)",
-    "train time",
-    "peak memory",
-)
+HEADER = ("rank", "model", "params", "zero-shot", "few-shot", "fine-tuned", "P(best)", "train time", "peak memory")
+# The console's columns (its label -> the HEADER column): no rank (rows are in rank order) and no size.
+CONSOLE_COLUMNS = {
+    "model": "model",
+    "zero-shot": "zero-shot",
+    "few-shot": "few-shot",
+    "fine-tuned": "fine-tuned",
+    "P(best)": "P(best)",
+    "time": "train time",
+    "memory": "peak memory",
+}
 
 
 def print_table(console: Console, payload: dict[str, Any]) -> None:
     """The ranked candidates: base scores, the extrapolation and the estimated costs; then each learning curve."""
     metric = payload["primary_metric"]
-    title = (
-        f"Bake-off: {metric} on {payload['n_val']} validation examples [95% CI]; fine-tuned: extrapolated to all "
-        f"{payload['n_train']} training examples; costs: estimated for that full run"
+    title = f"Bake-off: {metric} on {payload['n_val']} validation examples (95% CI)"
+    caption = (
+        f"fine-tuned: extrapolated to all {payload['n_train']} training examples; time (training) and peak memory: "
+        "estimated for that run"
     )
-    table = Table(title=title)
-    for column in HEADER:
-        table.add_column(column, justify="left" if column == "model" else "right")
+    # Ranked order, no rank or size column, intervals under the values: the table fits an 80-column terminal.
+    table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, pad_edge=False)
+    widths = {"model": 14, "zero-shot": 9, "few-shot": 9, "fine-tuned": 10, "memory": 7}
+    for label in CONSOLE_COLUMNS:
+        justify = "left" if label == "model" else "right"
+        table.add_column(label, justify=justify, overflow="fold", min_width=widths.get(label))
+    positions = [HEADER.index(column) for column in CONSOLE_COLUMNS.values()]
     for row in payload["candidates"]:
-        table.add_row(*cells(row, short=True))
+        full = cells(row, short=True)
+        table.add_row(*(full[i] for i in positions))
     console.print(table)
     for row in payload["candidates"]:
         name = escape(row["model"])
@@ -57,6 +65,44 @@ def print_table(console: Console, payload: dict[str, Any]) -> None:
         console.print(f"[bold]recommended: {escape(payload['recommendation']['text'])}[/]")
 
 
+def recommendation(ranked: list[dict[str, Any]], metric: str) -> dict[str, Any] | None:
+    """The top candidate and how sure the bake-off is of it: its probability of being best at the full size."""
+    if not ranked:
+        return None
+    top = min(ranked, key=lambda r: r["rank"])
+    chance = top["probability_best"]
+    value = top["extrapolated"]
+    interval = f"{value['metric']:.4f} [{value['ci_low']:.4f}, {value['ci_high']:.4f}]"
+    if len(ranked) == 1:
+        sureness, words = "only candidate", "the only candidate left"
+    elif chance is None:
+        sureness = "unknown"
+        words = "no per-example scores to resample, so no interval and no probability of being best"
+    elif chance is not None and chance >= 0.95:
+        sureness, words = "clear", f"best in {chance:.0%} of the bootstrap resamples"
+    elif chance is not None and chance >= 0.75:
+        sureness, words = (
+            "likely",
+            f"best in {chance:.0%} of the bootstrap resamples; more validation data would settle it",
+        )
+    else:
+        sureness = "uncertain"
+        words = (
+            f"best in only {(chance or 0):.0%} of the bootstrap resamples: the candidates are not separable on this "
+            "validation set; add validation examples, or prefer the cheapest contender"
+        )
+        contenders = [r for r in ranked if (r["probability_best"] or 0) >= 0.1 and _train_seconds(r)]
+        if contenders:
+            cheapest = min(contenders, key=_train_seconds)
+            words += f" ({cheapest['model']}, est. {duration(_train_seconds(cheapest))} of training)"
+    text = f"{top['model']}: extrapolated {metric} at the full training set {interval}; {words}"
+    return {"model": top["model"], "sureness": sureness, "probability_best": chance, "text": text}
+
+
+def _train_seconds(row: dict[str, Any]) -> float:
+    return float((row.get("estimate") or {}).get("train_seconds") or 0)
+
+
 def cells(row: dict[str, Any], short: bool = False) -> list[str]:
     """One candidate's table cells, as the console (`short`: the model's short name) and the HTML page show them."""
     estimate = row.get("estimate") or {}
@@ -66,9 +112,9 @@ def cells(row: dict[str, Any], short: bool = False) -> list[str]:
         str(row["rank"]) if row["rank"] else "-",
         row["slug"] if short else row["model"],
         _params(params) if params else "-",
-        _score(row["base"].get("zero-shot")),
-        _score(row["base"].get("few-shot")),
-        _score(row.get("extrapolated")) if not row["failure"] else "failed",
+        _score(row["base"].get("zero-shot"), short),
+        _score(row["base"].get("few-shot"), short),
+        _score(row.get("extrapolated"), short) if not row["failure"] else "failed",
         f"{chance:.0%}" if chance is not None else "-",
         duration(estimate["train_seconds"]) if estimate.get("train_seconds") else "-",
         f"{estimate['peak_memory_bytes'] / 2**30:.1f} GiB" if estimate.get("peak_memory_bytes") else "-",
@@ -99,17 +145,23 @@ def verification_text(model: str, check: dict[str, Any]) -> str:
     return text
 
 
-def _score(entry: dict[str, Any] | None) -> str:
+def _score(entry: dict[str, Any] | None, two_lines: bool = False) -> str:
+    """`0.669 [0.58, 0.75]`; for the console, whose table must fit 80 columns, `0.669` over `0.58–0.75`."""
     if not entry:
         return "-"
     low, high = entry.get("ci_low"), entry.get("ci_high")
-    interval = f" [{low:.2f}, {high:.2f}]" if low is not None and high is not None else ""
-    return f"{entry['metric']:.3f}{interval}"
+    if low is None or high is None:
+        return f"{entry['metric']:.3f}"
+    return (
+        f"{entry['metric']:.3f}\n{low:.2f}–{high:.2f}"
+        if two_lines
+        else f"{entry['metric']:.3f} [{low:.2f}, {high:.2f}]"
+    )
 
 
 def write_outputs(payload: dict[str, Any], out: Path) -> None:
     """bakeoff.json and bakeoff.html (with the learning-curve plot) in `out`."""
-    (out / "bakeoff.json").write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    replace_text(out / "bakeoff.json", json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
     plot = data_uri(png_bytes(learning_curves(payload)))
     header = [*HEADER[:5], f"fine-tuned, extrapolated to {payload['n_train']}", "P(best)", "train time (est.)"]
     header.append("peak memory (est.)")
@@ -168,7 +220,7 @@ def write_best_config(config: Config, model: str, payload: dict[str, Any], path:
     raw["model"]["name"] = model
     recommendation = payload["recommendation"] or {}
     header = f"# Bake-off {payload['name']}: {recommendation.get('text', model)}\n"
-    path.write_text(header + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    replace_text(path, header + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
     return path
 
 

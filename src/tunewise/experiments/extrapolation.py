@@ -2,7 +2,7 @@
 subsets, fitted, evaluated at the full size, with a bootstrap interval over the validation examples.
 
 The curve: with three or more subset sizes, a saturating power law `m(n) = c - b·n^(-α)` (the form of data
-scaling laws, with α searched on a grid and c, b fitted by least squares for each α); with two sizes, a line in
+scaling laws, with α searched on a grid from 0.05 to 1 and c, b fitted by least squares for each α); with two sizes, a line in
 log n; with one, flat. Predictions are clipped to the metric's range.
 
 The interval: the validation examples are resampled with replacement (the same resample for every subset, since
@@ -23,10 +23,24 @@ from typing import Any
 
 import numpy as np
 
-# The power-law exponents tried: from nearly logarithmic growth (0.05) to fast saturation (2).
-ALPHAS = np.geomspace(0.05, 2.0, 48)
+# The power-law exponents tried: from nearly logarithmic growth (0.05) to the error falling as 1/n (1). Data-scaling
+# studies measure exponents well below 1; allowing more lets one noisy dip make a curve look saturated.
+ALPHAS = np.geomspace(0.05, 1.0, 48)
 
 Scorer = Callable[[np.ndarray], float]  # a subset's metric on a resample (indices) of the validation examples
+
+
+Bounds = tuple[float | None, float | None] | None
+
+# The range of each task metric (`config.tasks.TASK_METRICS`): chrF is on sacrebleu's 0-100 scale, perplexity is at
+# least 1, the others are shares.
+METRIC_RANGES: dict[str, Bounds] = {"sentence_chrf": (0.0, 100.0), "chrf": (0.0, 100.0), "bleu": (0.0, 100.0)}
+METRIC_RANGES["perplexity"] = (1.0, None)
+
+
+def metric_bounds(metric: str) -> Bounds:
+    """The range a curve of `metric` is clipped to: a share in [0, 1] unless METRIC_RANGES says otherwise."""
+    return METRIC_RANGES.get(metric, (0.0, 1.0))
 
 
 @dataclass(frozen=True)
@@ -35,7 +49,7 @@ class CurveFit:
 
     form: str  # "power", "log-linear" or "flat"
     params: tuple[float, ...]
-    bounds: tuple[float, float] | None = (0.0, 1.0)
+    bounds: Bounds = (0.0, 1.0)
 
     def predict(self, n: float) -> float:
         if self.form == "power":
@@ -53,9 +67,7 @@ class CurveFit:
         return {"form": self.form, **{k: round(v, 6) for k, v in zip(names, self.params, strict=True)}}
 
 
-def fit_curve(
-    sizes: Sequence[int], values: Sequence[float], bounds: tuple[float, float] | None = (0.0, 1.0)
-) -> CurveFit:
+def fit_curve(sizes: Sequence[int], values: Sequence[float], bounds: Bounds = (0.0, 1.0)) -> CurveFit:
     """The least-squares curve through (size, metric) points; the form depends on how many distinct sizes."""
     n = np.asarray(sizes, dtype=float)
     y = np.asarray(values, dtype=float)
@@ -111,7 +123,7 @@ def extrapolate(
     *,
     resamples: int = 1000,
     seed: int = 0,
-    bounds: tuple[float, float] | None = (0.0, 1.0),
+    bounds: Bounds = (0.0, 1.0),
 ) -> Extrapolation:
     """Fit the curve through each arm's (training size, metric on all validation examples) and evaluate it at
     `n_target`; the interval from `resamples` paired resamples of the `n_examples` validation examples."""

@@ -101,12 +101,39 @@ def read_anatomy(cfg: ModelConfig) -> ModelAnatomy:
     from transformers import AutoModelForCausalLM
 
     config = read_model_config(cfg)
+    check_sizes(cfg.name, config)
+    trusted = cfg.trust_remote_code and resolve_model(cfg).kind != "gguf"  # a GGUF's config never carries code
     try:
         with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config, trust_remote_code=cfg.trust_remote_code)
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=trusted)
     except Exception as exc:  # an architecture transformers cannot build fails in many types
         raise ModelLoadError(f"model {cfg.name}: cannot build it from its config ({_first_line(exc)})") from None
     return _anatomy_of(cfg.name, config, model)
+
+
+# Far beyond any causal LM there is; a config past them is damaged or hostile, and building it would not end.
+SIZE_LIMITS = {
+    "num_hidden_layers": 1_024,
+    "hidden_size": 131_072,
+    "intermediate_size": 1_048_576,
+    "num_attention_heads": 4_096,
+    "num_key_value_heads": 4_096,
+    "vocab_size": 16_777_216,
+}
+
+
+def check_sizes(name: str, config: Any) -> None:
+    """A ModelLoadError for a size in the config (or its text config) that no real model has."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for key, limit in SIZE_LIMITS.items():
+        value = getattr(text, key, None)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= limit:
+            raise ModelLoadError(
+                f"model {name}: config.json {key} = {str(value)[:40]} is not a model size (1 to {limit:,}); "
+                "is this config.json damaged?"
+            )
 
 
 def read_model_config(cfg: ModelConfig) -> Any:

@@ -32,6 +32,7 @@ from tunewise.train.estimate import (
     heaviest_micro_batch,
     measured_time,
     memory_breakdown,
+    planned_steps,
     rough_time,
     run_tokens,
 )
@@ -43,7 +44,6 @@ from tunewise.train.probe import (
     run_probe,
     training_device,
 )
-from tunewise.train.trainer import planned_steps
 
 SAMPLE = 2000  # examples per split encoded for their lengths; a larger split is a seeded sample, scaled up
 
@@ -108,10 +108,13 @@ class RunEstimate:
         }
 
 
-def estimate_run(config: Config, console: Console, probe_steps: int = 3) -> RunEstimate:
+def estimate_run(
+    config: Config, console: Console, probe_steps: int = 3, *, available_bytes: int | None = None
+) -> RunEstimate:
     """Size the configured run: model anatomy, token lengths of its data, memory and time by arithmetic, and, with
     `probe_steps` > 0, `probe_steps` real training steps in a child process whose measurements replace the
-    arithmetic's peak and time."""
+    arithmetic's peak and time. `available_bytes`: the memory the run may use, when the caller measured it before
+    its own work took some (a bake-off, before its first candidate); else measured now."""
     device = training_device()
     anatomy = read_anatomy(config.model)
     notes: list[str] = []
@@ -124,7 +127,7 @@ def estimate_run(config: Config, console: Console, probe_steps: int = 3) -> RunE
     measured = probe.result if probe else None
     time = _time(anatomy, config, tokens, heaviest, measured, device)
     peak = measured.peak_bytes if measured else memory.total
-    available = available_memory_bytes(device)
+    available = available_bytes if available_bytes is not None else available_memory_bytes(device)
     fits, reason = _verdict(peak, available, memory, config, probe, notes)
     return RunEstimate(
         anatomy=anatomy,

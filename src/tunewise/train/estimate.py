@@ -40,6 +40,14 @@ SHARED_INPUTS = ({"q_proj", "k_proj", "v_proj"}, {"gate_proj", "up_proj"}, {"que
 ROUGH_EFFICIENCY = 0.4
 
 
+def planned_steps(n_train: int, cfg: Config) -> int:
+    """The optimizer steps of a run on `n_train` examples: train.max_steps, else the epochs rule."""
+    if cfg.train.max_steps > 0:
+        return cfg.train.max_steps
+    per_epoch = math.ceil(n_train / (cfg.train.batch_size * cfg.train.grad_accum))
+    return max(1, math.ceil(per_epoch * cfg.train.epochs))
+
+
 @dataclass(frozen=True)
 class TokenLengths:
     """Per example (tokens, answer positions) of the training and validation sets as encoded for training; the
@@ -283,7 +291,9 @@ def rough_time(anatomy: ModelAnatomy, config: Config, tokens: RunTokens, flops_p
     gradients; the frozen weights get none), 6 x the LoRA parameters, attention scores over the token's context, and
     per LM head position 4 x hidden x vocab; validation is the forward half. At ROUGH_EFFICIENCY of the throughput."""
     body = anatomy.non_embedding_params
-    attention = 4 * anatomy.n_layers * anatomy.n_heads * anatomy.head_dim * tokens.mean_context
+    # Attention in parameter equivalents (2 FLOPs each forward, like a weight): QK^T and AV are 4 x layers x heads x
+    # head_dim x context FLOPs per token forward.
+    attention = 2 * anatomy.n_layers * anatomy.n_heads * anatomy.head_dim * tokens.mean_context
     head = 2 * anatomy.hidden_size * anatomy.vocab_size
     recompute = 1 if config.train.gradient_checkpointing else 0  # one more forward per step
     train_flops = (4 + 2 * recompute) * (body + attention) + 6 * anatomy.lora_params(config.lora)

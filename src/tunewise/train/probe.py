@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from tunewise.config import Config
-from tunewise.train.callbacks import peak_memory_bytes, reset_peak_memory, resident_bytes
 
 TIMEOUT_S = 1800  # a stuck child (swapping, a hung kernel) must not hold the estimate forever
 Batch = list[dict[str, list[int]]]  # one micro-batch: examples with input_ids and labels
@@ -90,26 +89,46 @@ def run_probe(
     with tempfile.TemporaryDirectory(prefix="tunewise-probe-") as folder:
         request, result = Path(folder) / "request.json", Path(folder) / "result.json"
         payload = {
-            "config": config.model_dump(mode="json"),
+            "config": _with_absolute_model_path(config).model_dump(mode="json"),
             "steps": steps,
             "eval_batch": eval_batch,
             "pad_token_id": pad_token_id,
         }
         request.write_text(json.dumps(payload), encoding="utf-8")
-        # A fresh interpreter running this module (-I: only installed packages, no PYTHON* variables), not
-        # multiprocessing: fork would share the parent's memory, spawn would re-run the caller's script.
-        command = [sys.executable, "-I", "-m", __name__, str(request), str(result)]
+        # A fresh interpreter running this module, not multiprocessing: fork would share the parent's memory,
+        # spawn would re-run the caller's script. -P keeps the working directory off sys.path (a stray
+        # `tunewise.py` there is never imported) and keeps the caller's environment (user site, PYTHONPATH,
+        # TUNEWISE_CACHE), so the child finds the packages and the caches the caller uses; it runs in the
+        # caller's working directory, where the config's relative paths mean what they meant there.
+        command = [sys.executable, "-P", "-m", __name__, str(request), str(result)]
         try:
-            child = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False, cwd=folder)
+            child = subprocess.run(
+                command, capture_output=True, text=True, errors="replace", timeout=timeout, check=False
+            )
         except subprocess.TimeoutExpired:
             return ProbeOutcome(failure=f"the probe did not finish within {timeout:.0f} s", wall_seconds=timeout)
         wall = time.perf_counter() - started
         if not result.is_file():
             return ProbeOutcome(failure=_death(child.returncode, child.stderr), wall_seconds=wall)
-        answer = json.loads(result.read_text(encoding="utf-8"))
+        try:
+            answer = json.loads(result.read_text(encoding="utf-8", errors="replace"))
+        except ValueError:  # the child died while writing it
+            return ProbeOutcome(failure=_death(child.returncode, child.stderr), wall_seconds=wall)
+    if not isinstance(answer, dict) or not (answer.get("failure") or isinstance(answer.get("result"), dict)):
+        return ProbeOutcome(failure="the probe wrote an unreadable result", wall_seconds=wall)
     if answer.get("failure"):
         return ProbeOutcome(failure=str(answer["failure"]), wall_seconds=wall)
     return ProbeOutcome(result=ProbeResult(**answer["result"]), wall_seconds=wall)
+
+
+def _with_absolute_model_path(config: Config) -> Config:
+    """model.name as an absolute path when it names a local file or folder, so it cannot turn into a hub id."""
+    from tunewise.models.embedded import EMBEDDED
+
+    local = Path(config.model.name).expanduser()
+    if config.model.name in EMBEDDED or not local.exists():  # an alias wins over a folder of the same name
+        return config
+    return config.model_copy(update={"model": config.model.model_copy(update={"name": str(local.resolve())})})
 
 
 def _death(code: int, stderr: str) -> str:
@@ -126,7 +145,9 @@ def _death(code: int, stderr: str) -> str:
 
 
 def main(argv: list[str]) -> None:
-    """The child: `python -I -m tunewise.train.probe REQUEST RESULT`."""
+    """The child: `python -P -m tunewise.train.probe REQUEST RESULT`."""
+    from tunewise.train.callbacks import resident_bytes  # the child only: the parent stays light
+
     request_file, result_file = Path(argv[0]), Path(argv[1])
     start = resident_bytes()
     request = json.loads(request_file.read_text(encoding="utf-8"))
@@ -151,6 +172,7 @@ def _probe(config: Config, request: dict[str, Any], start: int | None) -> ProbeR
     import torch
 
     from tunewise.models import load_model
+    from tunewise.train.callbacks import peak_memory_bytes, reset_peak_memory, resident_bytes
     from tunewise.train.trainer import add_lora, training_path
 
     _quiet()

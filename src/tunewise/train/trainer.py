@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from tunewise.train.checkpoint import (
     step_of,
 )
 from tunewise.train.collate import PaddingCollator
+from tunewise.train.estimate import planned_steps
 from tunewise.train.fused_lora import enable_fused_lora
 from tunewise.train.loss import completion_only_loss
 from tunewise.train.packing import PackingCollator, enable_varlen_attention
@@ -95,13 +95,6 @@ def training_path(
         return PaddingCollator(pad_token_id), None
     enable_varlen_attention(peft_model)  # per-example SDPA; plain sdpa for padded and generation calls
     return PackingCollator(), completion_only_loss
-
-
-def planned_steps(n_train: int, cfg: Config) -> int:
-    if cfg.train.max_steps > 0:
-        return cfg.train.max_steps
-    per_epoch = math.ceil(n_train / (cfg.train.batch_size * cfg.train.grad_accum))
-    return max(1, math.ceil(per_epoch * cfg.train.epochs))
 
 
 def training_arguments(cfg: Config, output_dir: Path, total_steps: int) -> TrainingArguments:
