@@ -2,8 +2,8 @@
 subsets, fitted, evaluated at the full size, with a bootstrap interval over the validation examples.
 
 The curve: with three or more subset sizes, a saturating power law `m(n) = c - b·n^(-α)` (the form of data
-scaling laws, with α searched on a grid from 0.05 to 1 and c, b fitted by least squares for each α); with two sizes, a line in
-log n; with one, flat. Predictions are clipped to the metric's range.
+scaling laws, with α searched on a grid from 0.05 to 1 and c, b fitted by least squares for each α); with two
+sizes, a line in log n; with one, flat. Predictions are clipped to the metric's range.
 
 The interval: the validation examples are resampled with replacement (the same resample for every subset, since
 all were scored on the same examples), each subset's metric is recomputed on the resample, the curve refitted and
