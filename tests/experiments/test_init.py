@@ -193,3 +193,18 @@ def test_metric_ci_is_none_without_per_example_scores():
     assert metric_ci(qa, [{"pred": "x", "exact_match": 1.0}]) is None
     assert metric_ci(qa, []) is None
     assert metric_ci(ClassificationTask(LABELS), []) is None
+
+
+def test_experiment_data_names_the_folder_and_loads_what_every_arm_shares(write_config, tiny_data, tmp_path):
+    from rich.console import Console
+
+    from tunewise.config import load_config
+    from tunewise.experiments import experiment_data, write_records
+
+    path = write_config()
+    shared = experiment_data(load_config(path), path, "bakeoffs", Console(quiet=True))
+    assert shared.out.parent.name == "bakeoffs" and (shared.out / "data").is_dir()
+    assert (len(shared.splits.train), len(shared.splits.val), len(shared.splits.test)) == (96, 24, 30)
+    assert shared.task.primary_metric == "macro_f1"
+    written = write_records(tmp_path / "val.jsonl", shared.splits.val)
+    assert written.read_text().splitlines()[0].startswith("{") and len(written.read_text().splitlines()) == 24

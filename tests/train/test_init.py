@@ -3,23 +3,8 @@ tunewise.train.trainer."""
 
 from __future__ import annotations
 
-import importlib
-import subprocess
-import sys
-
-import pytest
-
-import tunewise.train as package
+from support.lazy import assert_lazy_exports
 
 
-def test_importing_the_package_does_not_import_its_heavy_module():
-    check = "import sys, tunewise.train; print('tunewise.train.trainer' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "False"
-
-
-def test_the_exports_load_on_first_use_and_unknown_names_raise():
-    for name in ("TrainResult", "TrainSummary", "train"):
-        assert getattr(package, name) is getattr(importlib.import_module("tunewise.train.trainer"), name)
-    with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        package.nope  # noqa: B018
+def test_the_exports_load_on_first_use():
+    assert_lazy_exports("tunewise.train", "tunewise.train.trainer", ("TrainResult", "TrainSummary", "train"))

@@ -8,6 +8,7 @@ needs optuna.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,8 @@ from tunewise.evaluate.stats import Difference, macro_f1_from_indices, paired_bo
 from tunewise.track.rundir import run_name
 
 if TYPE_CHECKING:
+    from tunewise.data.records import Record
+    from tunewise.data.splits import DataSplits
     from tunewise.evaluate.tasks import EvalTask
 
 
@@ -36,6 +39,38 @@ def curated_once(config: Config, console: Console) -> Config:
     from tunewise.pipeline.prepare import with_curated_data
 
     return with_curated_data(config, curate(config, console, for_run=True).splits)
+
+
+@dataclass
+class ExperimentData:
+    """What every arm of an experiment shares: its name and folder, the curated config, the splits and the task."""
+
+    name: str
+    out: Path  # <output.dir>/<kind>/<name>/, with a data/ folder for the files the arms read
+    config: Config  # reading the curated splits
+    splits: DataSplits
+    task: EvalTask
+
+
+def experiment_data(config: Config, config_path: Path, kind: str, console: Console) -> ExperimentData:
+    """Name the experiment, make `<output.dir>/<kind>/<name>/data/`, curate once and load the splits and task."""
+    from tunewise.data.splits import load_splits
+    from tunewise.evaluate.tasks import task_for
+
+    name = experiment_name(config, config_path)
+    out = config.output.dir / kind / name
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    curated = curated_once(config, console)
+    splits = load_splits(curated.data, curated.train.seed)
+    task = task_for(curated.data.kind, splits.labels, curated.eval, curated.train.max_length)
+    return ExperimentData(name, out, curated, splits, task)
+
+
+def write_records(path: Path, records: list[Record]) -> Path:
+    """An arm's data file: the records' canonical fields as JSONL, as curation writes them."""
+    from tunewise.data.jsonl import write_jsonl
+
+    return write_jsonl(path, (record.to_row() for record in records))
 
 
 def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:

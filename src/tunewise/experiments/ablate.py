@@ -26,13 +26,12 @@ from tunewise import pipeline
 from tunewise.config import Config, validate_config
 from tunewise.core.format import format_p
 from tunewise.core.plots import save_png
-from tunewise.data.jsonl import write_jsonl
 from tunewise.data.records import Record
-from tunewise.data.splits import DataSplits, load_splits
+from tunewise.data.splits import DataSplits
 from tunewise.errors import ConfigError
 from tunewise.evaluate.stats import Difference
-from tunewise.evaluate.tasks import EvalTask, task_for
-from tunewise.experiments import curated_once, experiment_name, metric_ci
+from tunewise.evaluate.tasks import EvalTask
+from tunewise.experiments import experiment_data, metric_ci, write_records
 from tunewise.experiments.raw_arms import RawDraws, draw_json, draw_raw_arms, label_counts, report_lines
 
 
@@ -41,22 +40,18 @@ def ablate(config: Config, config_path: Path, console: Console) -> Path:
     if config.ablate is None:
         raise ConfigError("the config has no ablate: section (ablate: {fractions: [0.25, 0.5, 1.0]})")
     raw_source = _raw_source(config) if config.ablate.curated_vs_raw else None
-    name = experiment_name(config, config_path)
-    out = config.output.dir / "ablations" / name
-    (out / "data").mkdir(parents=True, exist_ok=True)
-    curated = curated_once(config, console)
+    shared = experiment_data(config, config_path, "ablations", console)
+    name, out, curated, splits, task = shared.name, shared.out, shared.config, shared.splits, shared.task
     seed = curated.train.seed
-    splits = load_splits(curated.data, seed)
-    task = task_for(curated.data.kind, splits.labels, curated.eval, curated.train.max_length)
     metric = task.primary_metric
     # Every arm reads these val/test files, so none re-splits its own (smaller) training file.
-    fixed = {split: _write(out / "data" / f"{split}.jsonl", getattr(splits, split)) for split in ("val", "test")}
+    fixed = {split: write_records(out / "data" / f"{split}.jsonl", getattr(splits, split)) for split in ("val", "test")}
     template = _arm_template(curated, splits.labels, fixed, out / "runs")
     draws = draw_raw_arms(raw_source, config, splits, seed) if raw_source is not None else None
 
     def run_arm(label: str, train: list[Record], eval_base: bool, max_steps: int, **data: Any) -> dict[str, Any]:
         raw = copy.deepcopy(template)
-        raw["data"].update(train=str(_write(out / "data" / f"train-{label}.jsonl", train)), **data)
+        raw["data"].update(train=str(write_records(out / "data" / f"train-{label}.jsonl", train)), **data)
         raw["eval"]["base"] = eval_base
         raw["train"]["max_steps"] = max_steps
         raw["output"]["name"] = f"{name}-{label}"
@@ -121,10 +116,6 @@ def nested_subsets(records: list[Record], fractions: list[float], seed: int) -> 
     order = list(records)
     random.Random(seed).shuffle(order)
     return {f: order[: max(1, round(f * len(order)))] for f in sorted(fractions)}
-
-
-def _write(path: Path, records: list[Record]) -> Path:
-    return write_jsonl(path, (record.to_row() for record in records))  # canonical fields, as curation writes
 
 
 def _arm_template(curated: Config, labels: list[str], fixed: dict[str, Path], runs_dir: Path) -> dict[str, Any]:

@@ -30,12 +30,9 @@ from rich.markup import escape
 
 from tunewise import pipeline
 from tunewise.config import BakeoffConfig, Config, greater_is_better, validate_config
-from tunewise.data.jsonl import write_jsonl
-from tunewise.data.records import Record
-from tunewise.data.splits import load_splits
 from tunewise.errors import ConfigError, TunewiseError
-from tunewise.evaluate.tasks import EvalTask, task_for
-from tunewise.experiments import curated_once, experiment_name, metric_ci, resampled_score, set_dotted
+from tunewise.evaluate.tasks import EvalTask
+from tunewise.experiments import experiment_data, metric_ci, resampled_score, set_dotted, write_records
 from tunewise.experiments.ablate import nested_subsets
 from tunewise.experiments.bakeoff_report import print_table, recommendation, write_best_config, write_outputs
 from tunewise.experiments.extrapolation import Extrapolation, extrapolate, metric_bounds, probability_best
@@ -99,17 +96,13 @@ def bakeoff(config: Config, config_path: Path, console: Console, models: list[st
 
 
 def _setup(config: Config, config_path: Path, settings: BakeoffConfig, console: Console) -> Setup:
-    name = experiment_name(config, config_path)
-    out = config.output.dir / "bakeoffs" / name
-    (out / "data").mkdir(parents=True, exist_ok=True)
-    curated = curated_once(config, console)
+    shared = experiment_data(config, config_path, "bakeoffs", console)
+    name, out, curated, splits, task = shared.name, shared.out, shared.config, shared.splits, shared.task
     seed = curated.train.seed
-    splits = load_splits(curated.data, seed)
-    task = task_for(curated.data.kind, splits.labels, curated.eval, curated.train.max_length)
-    val_path = _write(out / "data" / "val.jsonl", splits.val)
+    val_path = write_records(out / "data" / "val.jsonl", splits.val)
     fractions = sorted({*settings.fractions, 1.0})
     train_files = {
-        fraction: (_write(out / "data" / f"train-{fraction:g}.jsonl", subset), len(subset))
+        fraction: (write_records(out / "data" / f"train-{fraction:g}.jsonl", subset), len(subset))
         for fraction, subset in nested_subsets(splits.train, fractions, seed).items()
     }
     raw = curated.model_dump(mode="json", exclude={"sweep", "ablate", "bakeoff", "export"})
@@ -374,7 +367,3 @@ def _scored(setup: Setup, rows: list[dict[str, Any]], metric: float) -> dict[str
 
 def _constant(value: float) -> Any:
     return lambda _idx: float(value)
-
-
-def _write(path: Path, records: list[Record]) -> Path:
-    return write_jsonl(path, (record.to_row() for record in records))
