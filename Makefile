@@ -51,7 +51,8 @@ sweep-demo: $(STAMP)
 	$(BIN)/python examples/tweet-sentiment/prepare.py
 	$(BIN)/tunewise sweep examples/tweet-sentiment/config.yaml
 
-# SmolLM2-135M-Instruct vs Gemma 3 270M on the curated tweets: the ranked table (about 20 min on a 2-core CPU).
+# SmolLM2-135M-Instruct vs Gemma 3 270M on the curated tweets: the ranked table (16 min on a 2-core CPU from a
+# fresh clone, the install included).
 demo-bakeoff: $(STAMP)
 	$(BIN)/python examples/tweet-sentiment/prepare.py
 	$(BIN)/tunewise bakeoff examples/tweet-sentiment/config.yaml
@@ -94,7 +95,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/generation_throughput.py
 
 # The newest bake-off's estimates and extrapolations against full fine-tunes of every candidate (needs
-# `make demo-bakeoff` first): docs/bakeoff.md
+# `make demo-bakeoff` first; 10 min on a 2-core CPU): docs/bakeoff.md
 bench-bakeoff: $(STAMP)
 	$(BIN)/python bench/bakeoff_accuracy.py
 
