@@ -39,22 +39,28 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def build_tiny_model(directory: Path, seed: int = 0) -> Path:
-    import torch
+def tiny_bpe(seed: int, extra: str, specials: list[str]) -> Any:
+    """A 400-token byte-level BPE trained on seeded sentences of WORDS plus `extra`; `specials` take ids 0, 1, ..."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     rng = random.Random(seed)
-    corpus = [sentence(rng.choice(sorted(WORDS)), rng) for _ in range(300)]
-    corpus += ["Classify the text as one of: negative, neutral, positive. Text: user assistant system"] * 5
+    corpus = [sentence(rng.choice(sorted(WORDS)), rng) for _ in range(300)] + [extra] * 5
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     trainer = trainers.BpeTrainer(
         vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
     backend.train_from_iterator(corpus, trainer)
+    return backend
+
+
+def build_tiny_model(directory: Path, seed: int = 0) -> Path:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    extra = "Classify the text as one of: negative, neutral, positive. Text: user assistant system"
+    backend = tiny_bpe(seed, extra, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token="<|im_start|>"
     )
@@ -145,19 +151,12 @@ def build_tiny_gemma(directory: Path, seed: int = 0, sliding_window: int = 8) ->
     layers (window `sliding_window`, short enough that prompts of the tiny data sets exceed it) before a full one.
     The tokenizer is byte-level BPE, not Gemma's SentencePiece: what the tests need is its special-token layout."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import processors
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast
 
-    rng = random.Random(seed)
-    corpus = [sentence(rng.choice(sorted(WORDS)), rng) for _ in range(300)]
-    corpus += ["Classify the text as one of: negative, neutral, positive. Text: Label:"] * 5
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<pad>", "<eos>", "<bos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    backend = tiny_bpe(
+        seed, "Classify the text as one of: negative, neutral, positive. Text: Label:", ["<pad>", "<eos>", "<bos>"]
     )
-    backend.train_from_iterator(corpus, trainer)
     backend.post_processor = processors.TemplateProcessing(
         single="<bos> $A", pair="<bos> $A <bos> $B", special_tokens=[("<bos>", 2)]
     )
