@@ -3,7 +3,10 @@ cache, padding, Gemma 3's sliding-window cache and the answer-only, size-bounded
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -12,6 +15,17 @@ from transformers import AutoModelForCausalLM
 from tunewise.data.encode import IGNORE_INDEX, Encoded
 from tunewise.evaluate import scoring
 from tunewise.evaluate.scoring import choice_logprobs, completion_nll, shared_prefix_length
+
+
+@contextmanager
+def input_shapes(model: Any) -> Iterator[list[tuple[int, ...]]]:
+    """The `input_ids` shape of every forward call of `model` inside the block."""
+    calls: list[tuple[int, ...]] = []
+    hook = model.register_forward_pre_hook(lambda _m, _a, kw: calls.append(kw["input_ids"].shape), with_kwargs=True)
+    try:
+        yield calls
+    finally:
+        hook.remove()
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +55,8 @@ def test_shared_prefix_runs_once_and_scores_stay_exact(model):
     prompts = [prefix + t for t in tails]
     choices = [[20], [21, 22, 23]]
     assert shared_prefix_length(prompts) == len(prefix)
-    calls = []
-    hook = model.register_forward_pre_hook(lambda _m, _a, kw: calls.append(kw["input_ids"].shape), with_kwargs=True)
-    try:
+    with input_shapes(model) as calls:
         scores = choice_logprobs(model, prompts, choices, pad_id=0, batch_size=2)
-    finally:
-        hook.remove()
     assert calls[0] == (1, len(prefix))  # the prefix once, then only tails and choices
     assert all(shape[1] <= max(map(len, tails)) for shape in calls[1:])
     expected = torch.tensor([[_naive(model, p, c) for c in choices] for p in prompts])
@@ -127,12 +137,8 @@ def test_gemma_scores_around_its_sliding_window_stay_exact(gemma_dir: Path, wind
     prompts = [prefix + t for t in tails]
     choices = [[20], [21, 22, 23], [24, 25]]
     assert shared_prefix_length(prompts) == len(prefix) and len(prefix) + 9 + 3 <= 32
-    calls = []
-    hook = gemma.register_forward_pre_hook(lambda _m, _a, kw: calls.append(kw["input_ids"].shape), with_kwargs=True)
-    try:
+    with input_shapes(gemma) as calls:
         scores = choice_logprobs(gemma, prompts, choices, pad_id=0, batch_size=3)
-    finally:
-        hook.remove()
     assert (calls[0] == (1, len(prefix))) is shared
     expected = torch.tensor([[_naive(gemma, p, c) for c in choices] for p in prompts])
     assert torch.allclose(scores, expected, atol=1e-4), (scores - expected).abs().max()
@@ -144,12 +150,8 @@ def test_gemma_scores_around_its_sliding_window_stay_exact(gemma_dir: Path, wind
 
 def test_single_token_choices_need_no_second_forward(model):
     prompts, choices = [[5, 6, 7], [8, 9]], [[20], [21]]
-    calls = []
-    hook = model.register_forward_pre_hook(lambda _m, _a, kw: calls.append(kw["input_ids"].shape), with_kwargs=True)
-    try:
+    with input_shapes(model) as calls:
         scores = choice_logprobs(model, prompts, choices, pad_id=0, batch_size=2)
-    finally:
-        hook.remove()
     assert len(calls) == 1  # the prompts only: the first token's distribution scores a one-token choice
     expected = torch.tensor([[_naive(model, p, c) for c in choices] for p in prompts])
     assert torch.allclose(scores, expected, atol=1e-4)
