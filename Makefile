@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-bakeoff bench-bakeoff export-demo bench-export demo-summaries sweep-demo ablate-demo report test test-slow test-crash lint bench install lock browser sandbox clean config-docs
+.PHONY: demo demo-bakeoff bench-bakeoff export-demo bench-export demo-summaries sweep-demo ablate-demo report test test-slow test-crash lint bench install lock browser sandbox clean config-docs gpu-check
 
 # Every install is held to constraints.txt: the exact versions the test suite passes with (`make lock` writes it).
 $(STAMP): pyproject.toml constraints.txt
@@ -93,6 +93,12 @@ bench: $(STAMP)
 	$(BIN)/python bench/label_scoring.py
 	$(BIN)/python bench/curate_throughput.py
 	$(BIN)/python bench/generation_throughput.py
+
+# The real model end to end on a CUDA GPU (bf16, QLoRA, export) beside TRL's SFTTrainer; without one it says so and
+# exits 0. A few minutes on one GPU: bench/gpu_check.py
+gpu-check: $(STAMP)
+	$(BIN)/pip install -q -e '.[bench]' -c constraints.txt
+	$(BIN)/python bench/gpu_check.py
 
 # The newest bake-off's estimates and extrapolations against full fine-tunes of every candidate (needs
 # `make demo-bakeoff` first; 10 min on a 2-core CPU): docs/bakeoff.md

@@ -123,16 +123,18 @@ def run_arm(arm: str, shape: str, args: argparse.Namespace) -> dict[str, Any]:
     columns = {name: [e[name] for e in examples] for name in ("input_ids", "labels", "completion_mask")}
     set_seed(args.seed)
     if arm.startswith("trl-sft"):
-        from trl import SFTConfig, SFTTrainer
+        from trl_peer import sft_trainer  # bench/trl_peer.py: run as python bench/<name>.py
 
-        data = Dataset.from_dict({"input_ids": columns["input_ids"], "completion_mask": columns["completion_mask"]})
         # bf16 off in both TRL arms: the same fp32 numerics as tunewise (see the module docstring)
-        extra: dict[str, Any] = {"bf16": False, "max_length": None, "completion_only_loss": True}
-        if arm == "trl-sft-tuned":
-            extra |= {"padding_free": True, "gradient_checkpointing": False}
-        config = SFTConfig(**extra, **common)
-        trainer: Any = SFTTrainer(
-            model=model, args=config, train_dataset=data, processing_class=tokenizer, peft_config=lora
+        trainer: Any = sft_trainer(
+            model,
+            tokenizer,
+            columns["input_ids"],
+            columns["completion_mask"],
+            lora,
+            common,
+            bf16=False,
+            tuned=arm == "trl-sft-tuned",
         )
     else:
         peft_model = get_peft_model(model, lora)

@@ -67,3 +67,18 @@ def test_estimate_takes_overrides_and_refuses_a_negative_probe(write_config) -> 
     assert len(estimate.heaviest.examples) == 4 and estimate.probe is None and estimate.to_json()["fits"]
     with pytest.raises(TunewiseError, match="probe_steps must be 0"):
         api.estimate(write_config(), probe_steps=-1)
+
+
+def test_launch_checks_the_process_count_and_only_rank_0_exports(write_config, monkeypatch) -> None:
+    from tunewise import pipeline
+    from tunewise.pipeline.eval_stages import Comparison, Evaluation
+    from tunewise.pipeline.jobs import RunOutcome
+
+    path = write_config(export={"formats": ["merged"]})
+    with pytest.raises(TunewiseError, match="nproc must be 1 or more"):
+        api.launch(["run", str(path)], 0, path)
+    follower = RunOutcome(Path("runs/x"), "classification", "macro_f1", Evaluation(), Comparison(None), {}, False)
+    monkeypatch.setattr(pipeline, "run_job", lambda *args, **kwargs: follower)
+    monkeypatch.setattr(api, "export", lambda *args, **kwargs: pytest.fail("a rank > 0 exported"))
+    result = api.run(path, console=Console(quiet=True))  # as rank 1 of a launch: trained, nothing else to do
+    assert result.run_dir == Path("runs/x") and result.scores == []

@@ -4,9 +4,11 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from tunewise.cli import app
+from tunewise.errors import TunewiseError
 
 runner = CliRunner()
 
@@ -102,3 +104,47 @@ def test_bakeoff_without_candidates_is_one_line_and_exit_2(write_config):
 def test_estimate_of_a_bad_config_or_model_is_one_line_and_exit_2(write_config, tmp_path: Path):
     _fails_with(["estimate", write_config(train={"learning_rate": 1e-3})], r"unknown key 'train.learning_rate'")
     _fails_with(["estimate", write_config(model={"name": str(tmp_path / "gone")})], r"not a model directory")
+
+
+def test_nproc_runs_the_same_command_in_that_many_processes(write_config, monkeypatch):
+    from tunewise import api
+
+    launches: list[tuple[list[str], int]] = []
+    monkeypatch.setattr(api, "launch", lambda command, nproc, config: launches.append((command, nproc)) or 0)
+    monkeypatch.setattr(api, "run", lambda *a, **k: pytest.fail("the launching process must not run the job itself"))
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    config = write_config()
+    result = runner.invoke(app, ["run", str(config), "train.lr=1e-3", "--nproc", "2", "--allow-code-execution"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["train", str(config), "--resume", "--nproc", "3"])
+    assert result.exit_code == 0, result.output
+    assert launches == [
+        (["run", str(config), "train.lr=1e-3", "--allow-code-execution"], 2),
+        (["train", str(config), "--resume"], 3),
+    ]
+    monkeypatch.setattr(api, "launch", lambda command, nproc, config: 2)  # a process printed its error
+    assert runner.invoke(app, ["train", str(config), "--nproc", "2"]).exit_code == 2
+    _fails_with(["train", config, "train.lr=oops", "--nproc", "2"], r"train.lr")  # checked before any launch
+    assert runner.invoke(app, ["train", str(config), "--nproc", "0"]).exit_code == 2
+
+
+def test_in_a_launched_process_errors_name_the_rank_and_rank_0s_are_not_repeated(write_config, monkeypatch):
+    from tunewise import api
+    from tunewise.pipeline.handoff import LeaderStopped
+
+    config = write_config()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+
+    def fail(error):
+        def train(*args, **kwargs):
+            raise error
+
+        return train
+
+    monkeypatch.setattr(api, "train", fail(LeaderStopped("rank 0 stopped before training: DataError: x")))
+    result = runner.invoke(app, ["train", str(config), "--nproc", "2"])  # one of the 2: runs, no new launch
+    assert result.exit_code == 2 and result.output == ""
+    monkeypatch.setattr(api, "train", fail(TunewiseError("model not found")))
+    result = runner.invoke(app, ["train", str(config)])
+    assert result.exit_code == 2 and "error: (training process 1) model not found" in result.output

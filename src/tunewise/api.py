@@ -153,7 +153,8 @@ def run(
     with _code_permission(allow_code_execution, allow_unconfined_code):
         outcome = run_job(cfg, path, console or Console(), resume=resume_request(resume))
     result = _run_result(outcome)
-    if cfg.export is not None:  # the run's `export:` section: ship it now, measured like `tunewise export`
+    # The run's `export:` section: ship it now, measured like `tunewise export` (by rank 0 alone, of several).
+    if cfg.export is not None and outcome.leader:
         try:
             export(outcome.run_dir, settings=cfg.export, console=console, overwrite=True)
         except TunewiseError as exc:  # the run itself succeeded: keep its result, say what to do about the export
@@ -162,6 +163,22 @@ def run(
                 f"tunewise export {escape(str(outcome.run_dir))}[/]"
             )
     return result
+
+
+def launch(command: Sequence[str], nproc: int, config: ConfigSource) -> int:
+    """Run the command line `tunewise COMMAND...` (e.g. `["run", "config.yaml", "train.lr=1e-4"]`) in `nproc`
+    data-parallel training processes on this machine, as `torchrun --standalone --nproc-per-node N -m tunewise.cli
+    COMMAND...` would; `config` is the command's config, checked for the launch before any process starts.
+
+    Returns 0 when every process succeeded, else the exit code of one that stopped with an error it printed (2) or
+    an interruption (130). Raises TunewiseError naming a process that died without a word (killed, crashed).
+    In each process `run` and `train` work as usual: rank 0 runs the whole run, the other ranks join its training
+    stage and return a result with the run directory and their training summary only."""
+    from tunewise.pipeline.launch import launch as launch_processes
+
+    if nproc < 1:
+        raise TunewiseError(f"nproc must be 1 or more, not {nproc}")
+    return launch_processes([str(part) for part in command], nproc, _config(config))
 
 
 def export(

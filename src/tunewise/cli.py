@@ -72,6 +72,15 @@ ResumeOpt = Annotated[
     ),
 ]
 FreshOpt = Annotated[bool, typer.Option("--fresh", help="start a new run even if an unfinished one can be resumed")]
+NprocOpt = Annotated[
+    int,
+    typer.Option(
+        "--nproc",
+        min=1,
+        help="training processes on this machine (data parallel: one per GPU, or CPU processes over gloo); the "
+        "command runs in each under torch.distributed, as `torchrun --nproc-per-node N -m tunewise.cli ...` would",
+    ),
+]
 
 
 @app.command()
@@ -82,13 +91,23 @@ def run(
     allow_unconfined_code: AllowUnconfined = False,
     resume: ResumeOpt = False,
     fresh: FreshOpt = False,
+    nproc: NprocOpt = 1,
 ) -> None:
     """(Curate if configured,) evaluate the base model, fine-tune with LoRA, evaluate it, compare."""
     with _user_errors():
         from tunewise import api
 
-        overrides, request = _resume_choice(overrides or [], resume, fresh)
+        given = overrides or []
+        overrides, request = _resume_choice(given, resume, fresh)
         config_obj = api.load_config(config, overrides)
+        flags = {
+            "--resume": resume,
+            "--fresh": fresh,
+            "--allow-code-execution": allow_code_execution,
+            "--allow-unconfined-code": allow_unconfined_code,
+        }
+        if _launched(nproc, config_obj, ["run", str(config), *given], flags):
+            return
         api.run(
             config_obj,
             resume=request,
@@ -101,14 +120,22 @@ def run(
 
 @app.command()
 def train(
-    config: ConfigArg, overrides: OverridesArg = None, resume: ResumeOpt = False, fresh: FreshOpt = False
+    config: ConfigArg,
+    overrides: OverridesArg = None,
+    resume: ResumeOpt = False,
+    fresh: FreshOpt = False,
+    nproc: NprocOpt = 1,
 ) -> None:
     """Fine-tune only: writes the run directory with the best adapter and metrics.jsonl."""
     with _user_errors():
         from tunewise import api
 
-        overrides, request = _resume_choice(overrides or [], resume, fresh)
-        api.train(api.load_config(config, overrides), resume=request, console=console, config_path=config)
+        given = overrides or []
+        overrides, request = _resume_choice(given, resume, fresh)
+        config_obj = api.load_config(config, overrides)
+        if _launched(nproc, config_obj, ["train", str(config), *given], {"--resume": resume, "--fresh": fresh}):
+            return
+        api.train(config_obj, resume=request, console=console, config_path=config)
 
 
 @app.command("eval")
@@ -381,14 +408,31 @@ def _resume_choice(overrides: list[str], resume: bool, fresh: bool) -> tuple[lis
     return rest, "fresh" if fresh else "auto"
 
 
+def _launched(nproc: int, config: object, command: list[str], flags: dict[str, bool]) -> bool:
+    """--nproc N > 1: the command runs in N processes (each without --nproc); True once they finished."""
+    if nproc == 1 or int(os.environ.get("WORLD_SIZE", "1") or 1) == nproc:  # 1, or already one of the N
+        return False
+    from tunewise import api
+
+    code = api.launch([*command, *(flag for flag, given in flags.items() if given)], nproc, config)  # type: ignore[arg-type]
+    if code:
+        raise typer.Exit(code)
+    return True
+
+
 @contextmanager
 def _user_errors() -> Iterator[None]:
-    """A TunewiseError is the user's to fix: one red line and exit code 2, no traceback."""
+    """A TunewiseError is the user's to fix: one red line and exit code 2, no traceback. In a process of a
+    multi-process run other than rank 0, the line names the rank, and an error rank 0 reports itself is not
+    repeated."""
     _quiet_libraries()
     try:
         yield
     except TunewiseError as exc:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        rank = os.environ.get("RANK", "0") if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 else "0"
+        if not getattr(exc, "quiet", False):
+            where = f"(training process {rank}) " if rank != "0" else ""
+            err_console.print(f"[bold red]error:[/] {where}{escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         err_console.print("interrupted")

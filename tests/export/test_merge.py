@@ -1,4 +1,5 @@
-"""merge.py: the token ids that end an answer, the merged directory as written, and the adapter's recorded base."""
+"""merge.py: the token ids that end an answer, the merged directory as written, the adapter's recorded base, and a
+quantized run's adapter merged into the full-precision base."""
 
 from __future__ import annotations
 
@@ -9,15 +10,22 @@ from typing import Any
 
 import pytest
 import torch
+from peft import PeftModel
 from rich.console import Console
 from safetensors import safe_open
-from transformers import AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tunewise.config import PromptSettings
+from support.features import make_features
+from support.tiny import build_tiny_model, make_classification_rows
+from tunewise.config import Config, PromptSettings
+from tunewise.data.encode import Encoded
 from tunewise.data.prompt import PromptRenderer
+from tunewise.data.records import Record
+from tunewise.data.splits import DataSplits
 from tunewise.errors import ExportError
 from tunewise.export.merge import AdaptedModel, _check_adapter_base, load_adapted, merge_and_save, stop_token_ids
 from tunewise.export.run_source import evaluated_data, read_run_source
+from tunewise.models import load_model
 from tunewise.models.loader import ModelSource
 
 LABELS = ["negative", "neutral", "positive"]
@@ -142,3 +150,52 @@ def test_an_adapter_on_another_base_is_refused(tmp_path: Path):
     settings = {"base_model_name_or_path": "/models/tiny-llama"}
     with pytest.raises(ExportError, match="trained on tiny-llama, but model.name other now loads other-llama"):
         _check_adapter_base(settings, _model("/models/other-llama"), "other", tmp_path)
+
+
+@pytest.fixture(scope="module")
+def qlora_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, Path, DataSplits]:
+    """An adapter trained for a few steps on the 4-bit (NF4) tiny base: the config, the adapter, the splits."""
+    pytest.importorskip("bitsandbytes")
+    from tunewise.train.trainer import train  # the Trainer stack only for this fixture
+
+    root = tmp_path_factory.mktemp("qlora-export")
+    model_dir = build_tiny_model(root / "tiny-64", hidden_size=64)
+    config = Config(
+        model={"name": str(model_dir), "quantize": "4bit", "device": "cpu"},
+        data={"train": str(root / "unused.jsonl"), "kind": "classification"},
+        train={"lr": 2e-2, "batch_size": 4, "max_steps": 3, "eval_steps": 3, "patience": 0},
+    )
+    loaded = load_model(config.model)
+    items = [Encoded(f["input_ids"], f["labels"], False) for f in make_features(12, loaded.tokenizer.vocab_size)]
+    result = train(loaded.model, loaded.tokenizer, config, items[:8], items[8:], root / "run", Console(quiet=True))
+    rows = make_classification_rows(9, seed=2)
+    records = [Record("classification", row, "mem.jsonl", i + 1) for i, row in enumerate(rows)]
+    return config, result.adapter_dir, DataSplits(records[:3], records[3:6], records[6:], LABELS, [])
+
+
+def test_a_quantized_runs_adapter_merges_into_the_full_precision_base(
+    qlora_run: tuple[Config, Path, DataSplits], tmp_path: Path
+) -> None:
+    """model.quantize: 4bit trains on NF4 weights; the export reloads the base unquantized in float32 and merges
+    there: the merged model is exactly the full-precision base with the adapter, nothing rounded to 4 bits."""
+    config, adapter_dir, splits = qlora_run
+    settings = json.loads((adapter_dir / "adapter_config.json").read_text())
+    adapted = load_adapted(config, adapter_dir, settings, splits)
+    quantized = [n for n, m in adapted.model.named_modules() if type(m).__module__.startswith("bitsandbytes")]
+    assert not quantized and {p.dtype for p in adapted.model.parameters()} == {torch.float32}
+
+    base = AutoModelForCausalLM.from_pretrained(config.model.name, dtype=torch.float32)
+    reference = PeftModel.from_pretrained(base, adapter_dir).eval()
+    ids = torch.tensor([adapted.tokenizer("the film was great and the food was fine")["input_ids"]])
+    with torch.no_grad():
+        expected = reference(input_ids=ids).logits
+        base_only = reference.get_base_model()
+        with reference.disable_adapter():
+            without_adapter = base_only(input_ids=ids).logits
+    assert (expected - without_adapter).abs().max() > 1e-3  # the adapter was trained: it changes the logits
+
+    merge_and_save(adapted, tmp_path / "merged")
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    assert "quantization_config" not in json.loads((tmp_path / "merged" / "config.json").read_text())
+    with torch.no_grad():
+        assert torch.allclose(merged(input_ids=ids).logits, expected, atol=1e-5)

@@ -68,3 +68,31 @@ def test_a_failing_stage_marks_the_run_failed_and_propagates(write_config, tmp_p
     (run,) = [d for d in (tmp_path / "runs").iterdir() if d.is_dir()]
     info = read_info(run)
     assert info.status == "failed" and "DataError" in (info.error or "")
+
+
+def test_a_sharded_multi_process_run_scores_the_saved_adapter_on_a_fresh_base(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FSDP / DeepSpeed leave rank 0 a shard of the weights once the other ranks are gone."""
+    from types import SimpleNamespace
+
+    import tunewise.pipeline.jobs as jobs
+    from tunewise.config import Config
+    from tunewise.pipeline.eval_stages import Evaluation
+    from tunewise.train.distributed import Ranks
+
+    calls: list[object] = []
+    monkeypatch.setattr(jobs, "load_model_for_run", lambda config, splits, console, adapters: calls.append(adapters))
+    monkeypatch.setattr(jobs, "evaluate_adapters", lambda *args: calls.append("adapters") or Evaluation())
+    monkeypatch.setattr(jobs, "evaluate_model", lambda *args: calls.append("in memory") or Evaluation())
+    data = SimpleNamespace(splits=None)
+    trained = SimpleNamespace(model="trained", adapter_dir=tmp_path / "adapter")
+    loaded = SimpleNamespace(model="base")
+    plain = Config(data={"train": str(tmp_path / "t.jsonl")})
+    sharded = Config(data={"train": str(tmp_path / "t.jsonl")}, train={"fsdp": True})
+    jobs._evaluate_fine_tuned(sharded, data, loaded, trained, Ranks(0, 2, 0), None)
+    assert calls == [[tmp_path / "adapter"], "adapters"] and loaded.model == "base"
+    calls.clear()
+    jobs._evaluate_fine_tuned(plain, data, loaded, trained, Ranks(0, 2, 0), None)  # DDP: rank 0 holds all weights
+    jobs._evaluate_fine_tuned(sharded, data, loaded, trained, None, None)  # one process: its weights are whole
+    assert calls == ["in memory", "in memory"] and loaded.model == "trained"

@@ -55,7 +55,7 @@ def tiny_bpe(seed: int, extra: str, specials: list[str]) -> Any:
     return backend
 
 
-def build_tiny_model(directory: Path, seed: int = 0) -> Path:
+def build_tiny_model(directory: Path, seed: int = 0, hidden_size: int = 32) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -67,8 +67,8 @@ def build_tiny_model(directory: Path, seed: int = 0) -> Path:
     tokenizer.chat_template = CHATML
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,

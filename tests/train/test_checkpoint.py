@@ -14,23 +14,25 @@ from support.resume import adapter_sha, invoke, no_stop, runs_in, stop_at, the_r
 from tunewise.train.checkpoint import (
     MANIFEST,
     REQUIRED,
+    STATE_FILE,
     commit,
     latest_valid_checkpoint,
     remove_stale_staging,
+    rng_files,
     verify_checkpoint,
 )
 
 
-def _fake_checkpoint(root: Path, step: int) -> Path:
+def _fake_checkpoint(root: Path, step: int, world_size: int = 1) -> Path:
     """A committed directory with the files a checkpoint must have (contents are arbitrary bytes)."""
     staged = root / f".tmp-{os.getpid()}" / f"checkpoint-{step}"
     staged.mkdir(parents=True)
-    for name in (*REQUIRED, "adapter_model.safetensors"):
+    for name in (*REQUIRED, *rng_files(world_size), "adapter_model.safetensors"):
         (staged / name).write_bytes(os.urandom(256) + name.encode())
     (staged / "sub").mkdir()
     (staged / "sub" / "nested.json").write_text("{}")
     final = root / f"checkpoint-{step}"
-    commit(staged, final, step)
+    commit(staged, final, step, world_size)
     (root / f".tmp-{os.getpid()}").rmdir()
     return final
 
@@ -71,6 +73,34 @@ def test_a_damaged_checkpoint_is_named_with_what_is_wrong(tmp_path: Path, kind: 
     problem = verify_checkpoint(final)
     assert problem is not None
     assert __import__("re").search(expected, problem), problem
+
+
+def test_a_checkpoint_of_several_processes_needs_each_ones_rng_state(tmp_path: Path) -> None:
+    final = _fake_checkpoint(tmp_path, 5, world_size=2)
+    assert json.loads((final / MANIFEST).read_text())["world_size"] == 2
+    assert verify_checkpoint(final) is None
+    (final / "rng_state_1.pth").unlink()
+    assert verify_checkpoint(final) == "rng_state_1.pth is missing"
+    staged = tmp_path / "checkpoint-6"  # a manifest that does not list one rank's file: incomplete
+    staged.mkdir()
+    for name in (*REQUIRED, "rng_state_0.pth", "adapter_model.safetensors"):
+        (staged / name).write_bytes(b"x")
+    checkpoint_module.write_manifest(staged, 6, world_size=2)
+    assert verify_checkpoint(staged) == "incomplete: no rng_state_1.pth"
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [["optimizer.bin", "scheduler.pt"], ["optimizer_0/__0_0.distcp", "scheduler.pt"], ["global_step5/optim_states.pt"]],
+)
+def test_a_sharded_optimizer_state_stands_for_optimizer_pt(tmp_path: Path, optimizer: list[str]) -> None:
+    """FSDP and DeepSpeed keep the optimizer (DeepSpeed: and the schedule) in files of their own."""
+    staged = tmp_path / "checkpoint-5"
+    for name in ("trainer_state.json", STATE_FILE, "rng_state.pth", "adapter_model.safetensors", *optimizer):
+        (staged / name).parent.mkdir(parents=True, exist_ok=True)
+        (staged / name).write_bytes(b"x")
+    checkpoint_module.write_manifest(staged, 5)
+    assert verify_checkpoint(staged) is None
 
 
 def test_a_manifest_without_the_resume_files_is_incomplete(tmp_path: Path) -> None:
@@ -142,11 +172,11 @@ def _enospc_in_torch_save(monkeypatch: pytest.MonkeyPatch) -> None:
 def _enospc_in_manifest(monkeypatch: pytest.MonkeyPatch) -> None:
     original = checkpoint_module.write_manifest
 
-    def write_manifest(staged: Path, step: int) -> None:
+    def write_manifest(staged: Path, step: int, world_size: int) -> None:
         if step == 10:
             (staged / MANIFEST).write_text('{"files": {')  # the first bytes made it, then the disk was full
             raise OSError(errno.ENOSPC, "No space left on device")
-        original(staged, step)
+        original(staged, step, world_size)
 
     monkeypatch.setattr(checkpoint_module, "write_manifest", write_manifest)
 

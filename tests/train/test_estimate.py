@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from support.tiny import build_tiny_gemma
+from support.tiny import build_tiny_gemma, build_tiny_model
 from tunewise.config import Config
 from tunewise.models.anatomy import read_anatomy
 from tunewise.train.estimate import (
@@ -35,10 +35,10 @@ LENGTHS = (100, 80, 60)  # one micro-batch; each example trains its last 2 token
 
 
 def make_config(model_dir: Path, tmp_path: Path, **train: object) -> Config:
-    dtype = train.pop("dtype", "float32")
+    model = {"name": str(model_dir), "dtype": train.pop("dtype", "float32"), "quantize": train.pop("quantize", "none")}
     lora = {"r": 8, "dropout": train.pop("dropout", 0.1), "target_modules": train.pop("targets", "all-linear")}
     return Config(
-        model={"name": str(model_dir), "dtype": dtype},
+        model=model,
         data={"train": str(tmp_path / "unused.jsonl")},
         lora=lora,
         train={"batch_size": len(LENGTHS), **train},
@@ -124,6 +124,37 @@ def test_weights_and_lora_terms_are_exact(tiny_model_dir: Path, tmp_path: Path) 
     assert memory.runtime == CPU_RUNTIME_BYTES and memory_breakdown(anatomy, config, batch, "cuda").runtime == 0
     parts = (memory.weights, memory.lora, memory.activations, memory.lm_head, memory.backward, memory.allocator)
     assert memory.total == sum(parts) + memory.runtime
+
+
+def stored_bytes(model: torch.nn.Module) -> int:
+    """Bytes a loaded model holds: its parameters, and the scales bitsandbytes keeps beside quantized weights."""
+    total = 0
+    for p in model.parameters():
+        total += p.numel() * p.element_size()
+        state = getattr(p, "quant_state", None)  # 4bit: absmax per block, and its own absmax when nested
+        if state is not None:
+            total += state.absmax.numel() * state.absmax.element_size()
+            total += state.state2.absmax.numel() * 4 if state.nested else 0
+        scales = getattr(p, "SCB", None)  # 8bit: one fp32 scale per row
+        total += scales.numel() * 4 if scales is not None else 0
+    return total
+
+
+@pytest.mark.parametrize("quantize", ["4bit", "8bit"])
+def test_quantized_weights_match_the_loaded_quantized_model(tmp_path: Path, quantize: str) -> None:
+    """Quantized linear layers at their packed size plus their scales; the rest in fp32 after QLoRA's preparation."""
+    from peft import prepare_model_for_kbit_training
+
+    from tunewise.models.loader import load_model
+
+    model_dir = build_tiny_model(tmp_path / "model", hidden_size=64)  # bitsandbytes' CPU blocks are 64 wide
+    config = make_config(model_dir, tmp_path, quantize=quantize)
+    model = prepare_model_for_kbit_training(load_model(config.model).model, use_gradient_checkpointing=False)
+    batch = micro_batch([(10, 1)], [0], config.train)
+    estimated = memory_breakdown(read_anatomy(config.model), config, batch, "cpu").weights
+    assert estimated == pytest.approx(stored_bytes(model), rel=0.02)
+    full = memory_breakdown(read_anatomy(config.model), make_config(model_dir, tmp_path), batch, "cpu").weights
+    assert estimated < full
 
 
 def test_packing_counts_tokens_and_padding_counts_rows_times_width(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -15,6 +15,9 @@ from torch.overrides import TorchFunctionMode
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from support.features import make_features
+from support.tiny import build_tiny_model
+from tunewise.config import ModelConfig
+from tunewise.models import load_model
 from tunewise.train.fused_lora import FusedLoraLinear, enable_fused_lora
 from tunewise.train.packing import PackingCollator
 
@@ -145,3 +148,17 @@ def test_only_lora_linear_layers_over_linear_bases_are_fused(tiny_model_dir: Pat
     assert enable_fused_lora(peft_model) == 2  # q_proj in each of 2 layers; the embedding keeps PEFT's forward
     assert type(peft_model.get_base_model().model.embed_tokens) is LoraEmbedding
     assert enable_fused_lora(peft_model) == 0  # already fused: nothing left to swap
+
+
+@pytest.mark.parametrize("quantize", ["4bit", "8bit"])
+def test_a_quantized_base_keeps_peft_bitsandbytes_layers(tmp_path: Path, quantize: str) -> None:
+    """bitsandbytes layers subclass nn.Linear; PEFT's LoRA over them dequantizes in its own forward: never swapped."""
+    pytest.importorskip("bitsandbytes")
+    from peft.tuners.lora import bnb as lora_bnb  # its classes exist only when bitsandbytes is installed
+
+    model_dir = build_tiny_model(tmp_path / "tiny-64", hidden_size=64)
+    model = load_model(ModelConfig(name=str(model_dir), quantize=quantize, device="cpu")).model
+    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear"))
+    assert enable_fused_lora(peft_model) == 0
+    wrapper = {"4bit": lora_bnb.Linear4bit, "8bit": lora_bnb.Linear8bitLt}[quantize]
+    assert sum(type(m) is wrapper for m in peft_model.modules()) == 14

@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM
 
+from support.devices import lazy_device, on_lazy, strict_device
 from tunewise.data.encode import IGNORE_INDEX
+from tunewise.models.device import to_device
 from tunewise.train.loss import (
     completion_only_loss,
     completion_positions,
@@ -95,3 +97,27 @@ def test_a_packed_batch_keeps_its_own_positions(tiny_model_dir: Path) -> None:
     sums = [full_causal_loss(a, torch.tensor([f["labels"]]), "sum") for a, f in zip(alone, features, strict=True)]
     reference = sum(sums) / 4  # 4 trained tokens in all: each example's own shifted loss, nothing across the seam
     assert torch.allclose(loss, reference, atol=1e-4)
+
+
+def test_the_loss_follows_the_logits_device(tiny_model_dir: Path) -> None:
+    """Logits on another device than the labels (torch's lazy device here; a model split over GPUs leaves its
+    logits on the last one): selected and scored there, with no op mixing the two devices, the CPU's loss."""
+    lazy = lazy_device()
+    torch.manual_seed(3)
+    logits = torch.randn(3, 5, 40)
+    expected = completion_only_loss({"logits": logits}, LABELS, num_items_in_batch=torch.tensor(7))
+    with strict_device():
+        full = completion_only_loss({"logits": logits.to(lazy)}, LABELS, num_items_in_batch=torch.tensor(7))
+        kept = completion_only_loss((logits[completion_positions(LABELS)].to(lazy),), LABELS)
+    assert full.device.type == kept.device.type == "lazy"
+    assert torch.allclose(full.cpu(), expected, atol=1e-6)
+    assert torch.allclose(kept.cpu(), completion_only_loss({"logits": logits}, LABELS), atol=1e-6)
+
+    model = on_lazy(AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval())
+    features = [{"input_ids": [5, 6, 7, 8], "labels": [X, X, 7, 8]}, {"input_ids": [9, 10, 11], "labels": [X, 10, 11]}]
+    batch = PackingCollator()(features)
+    with torch.no_grad():
+        reference = model_completion_loss(AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval(), batch, 4)
+        with strict_device():  # as the Trainer hands it over: every tensor of the batch on the model's device
+            loss = model_completion_loss(model, to_device(batch, lazy), num_items_in_batch=4)
+    assert torch.allclose(loss.cpu(), reference, atol=1e-4)

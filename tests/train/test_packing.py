@@ -3,8 +3,10 @@ for Llama and for Gemma 3 (sliding-window layers, final-logit soft-capping, fuse
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +18,16 @@ from rich.console import Console
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.masking_utils import sdpa_mask, sliding_window_causal_mask_function
 
+from support.devices import lazy_device, strict_device
 from support.features import make_features
 from support.tiny import build_tiny_gemma
 from tunewise.config import Config
 from tunewise.data.encode import IGNORE_INDEX, Encoded
+from tunewise.train import packing
 from tunewise.train.collate import PaddingCollator
 from tunewise.train.fused_lora import enable_fused_lora
 from tunewise.train.loss import completion_only_loss, completion_positions, model_completion_loss
-from tunewise.train.packing import PackingCollator, enable_varlen_attention, varlen_sdpa_attention
+from tunewise.train.packing import PackingCollator, enable_varlen_attention, varlen_kernel, varlen_sdpa_attention
 from tunewise.train.trainer import train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -340,3 +344,81 @@ def test_gemma_trainer_steps_match_padded(gemma_dir: Path, tmp_path: Path) -> No
     for key in ("loss", "eval_loss"):
         assert max(abs(a - b) for a, b in zip(got[key], reference[key], strict=True)) < ATOL, key
     assert max((got["lora"][k] - v).abs().max().item() for k, v in reference["lora"].items()) < ATOL
+
+
+@pytest.mark.parametrize(
+    ("device", "dtype", "flash", "kernel"),
+    [
+        ("cpu", torch.bfloat16, True, "sdpa"),  # CPU keeps the per-example SDPA whatever is installed
+        ("cpu", torch.float32, True, "sdpa"),
+        ("cuda", torch.float32, True, "sdpa"),  # flash-attn has no fp32 kernel
+        ("cuda", torch.bfloat16, False, "sdpa"),  # flash-attn not installed
+        ("cuda", torch.bfloat16, True, "flash"),
+        ("cuda", torch.float16, True, "flash"),
+        ("mps", torch.float16, True, "sdpa"),
+    ],
+)
+def test_the_flash_kernel_only_on_cuda_in_half_precision_when_installed(
+    monkeypatch: pytest.MonkeyPatch, device: str, dtype: torch.dtype, flash: bool, kernel: str
+) -> None:
+    monkeypatch.setattr(packing, "flash_varlen_function", lambda: _reference_flash if flash else None)
+    assert varlen_kernel(torch.device(device), dtype) == kernel
+
+
+def test_flash_attn_absent_here_means_the_sdpa_path() -> None:
+    if importlib.util.find_spec("flash_attn") is not None:
+        pytest.skip("flash-attn is installed in this environment")
+    assert packing.flash_varlen_function() is None
+    assert varlen_kernel(torch.device("cuda"), torch.bfloat16) == "sdpa"
+
+
+def _reference_flash(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, **kwargs: Any) -> torch.Tensor:
+    """flash_attn_varlen_func's contract, written out: (total, heads, dim) in and out, causal per sequence, a
+    window (left, right) of keys at most `left` before the query, query heads grouped onto key/value heads."""
+    assert cu_seqlens_q.dtype == torch.int32 and torch.equal(cu_seqlens_q, cu_seqlens_k)
+    assert kwargs["causal"] and max_seqlen_q == max_seqlen_k == int(cu_seqlens_q.diff().max())
+    left = kwargs["window_size"][0]
+    parts = []
+    for start, end in pairwise(cu_seqlens_q.tolist()):
+        qs = q[start:end].transpose(0, 1)
+        ks, vs = (t[start:end].transpose(0, 1).repeat_interleave(q.shape[1] // k.shape[1], 0) for t in (k, v))
+        distance = torch.arange(end - start)[:, None] - torch.arange(end - start)[None, :]
+        visible = (distance >= 0) & ((distance <= left) if left >= 0 else True)
+        scores = (qs @ ks.transpose(1, 2) * kwargs["softmax_scale"]).masked_fill(~visible, float("-inf"))
+        parts.append((scores.softmax(-1) @ vs).transpose(0, 1))
+    return torch.cat(parts)
+
+
+@pytest.mark.parametrize("window", [None, WINDOW])
+def test_the_flash_path_hands_the_packed_row_over_as_flash_attn_reads_it(
+    monkeypatch: pytest.MonkeyPatch, window: int | None
+) -> None:
+    """Layouts, bounds, scale and window as flash-attn takes them (a reference of its contract stands in for the
+    CUDA kernel, which cannot run here): the same output as the per-example SDPA path."""
+    torch.manual_seed(0)
+    lengths = [3, WINDOW, 20, 9]
+    bounds = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
+    query, key, value = (torch.randn(1, heads, sum(lengths), 16) for heads in (4, 2, 2))
+    inputs = (SlidingModule(window), query, key, value, None)
+    sdpa, _ = varlen_sdpa_attention(*inputs, scaling=0.25, cu_seq_lens_q=bounds)
+    monkeypatch.setattr(packing, "flash_varlen_function", lambda: _reference_flash)
+    monkeypatch.setattr(packing, "varlen_kernel", lambda device, dtype: "flash")
+    flash, _ = varlen_sdpa_attention(*inputs, scaling=0.25, cu_seq_lens_q=bounds, max_length_q=max(lengths))
+    assert flash.shape == sdpa.shape == (1, sum(lengths), 4, 16)
+    assert torch.allclose(flash, sdpa, atol=1e-5)
+
+
+def test_the_sdpa_path_builds_its_tensors_on_the_query_device() -> None:
+    """Packed attention on torch's lazy device (a second device here), with no op mixing it with the CPU."""
+    torch.manual_seed(0)
+    lengths = [3, 20, 9]  # 20 > WINDOW: the banded mask is built
+    bounds = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
+    tensors = [torch.randn(1, heads, sum(lengths), 16) for heads in (4, 2, 2)]
+    expected, _ = varlen_sdpa_attention(SlidingModule(WINDOW), *tensors, None, scaling=0.25, cu_seq_lens_q=bounds)
+    lazy = lazy_device()
+    with strict_device():
+        got, _ = varlen_sdpa_attention(
+            SlidingModule(WINDOW), *(t.to(lazy) for t in tensors), None, scaling=0.25, cu_seq_lens_q=bounds.to(lazy)
+        )
+    assert got.device.type == "lazy"
+    assert torch.allclose(got.cpu(), expected, atol=1e-5)

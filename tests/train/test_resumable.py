@@ -98,6 +98,7 @@ def test_checkpoints_are_committed_complete_with_the_state_a_resume_needs(refere
         assert state["step"] == step and state["should_training_stop"] is (step == STEPS)  # max_steps ends it
         # the loss is logged at the first step and every third: at steps 2 and 4 the last log was one step before
         assert isinstance(state["tr_loss"], float) and state["globalstep_last_logged"] == step - 1
+        assert state["tr_loss_by_rank"] == [state["tr_loss"]] and state["world_size"] == 1  # one process
         assert state["metrics_bytes"] == len('{"step": 0}\n')  # metrics.jsonl as it was made durable then
         assert state["callbacks"] == {"StepCounter": {"steps": step}}
     best = Path(trainer.state.best_model_checkpoint)
@@ -110,9 +111,9 @@ def test_transformers_writes_into_a_staging_directory_then_it_is_committed(
     commits: list[tuple[Path, Path, bool]] = []
     original = resumable.commit
 
-    def commit(staged: Path, final: Path, step: int) -> None:
+    def commit(staged: Path, final: Path, step: int, world_size: int) -> None:
         commits.append((staged, final, final.exists()))
-        original(staged, final, step)
+        original(staged, final, step, world_size)
 
     monkeypatch.setattr(resumable, "commit", commit)
     make_trainer(tiny_model_dir, tmp_path).train()
@@ -156,7 +157,7 @@ def test_a_best_checkpoint_that_fails_verification_is_not_loaded(tiny_model_dir:
 def test_a_failed_first_checkpoint_says_training_restarts_and_leaves_no_staging(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def commit(staged: Path, final: Path, step: int) -> None:
+    def commit(staged: Path, final: Path, step: int, world_size: int) -> None:
         (staged / "manifest.json").write_text("{")  # a partial write, then the disk was full
         raise OSError(errno.ENOSPC, "No space left on device")
 
@@ -177,3 +178,39 @@ def test_the_data_order_is_a_function_of_seed_and_epoch(tiny_model_dir: Path, tm
     assert isinstance(sampler, EpochSeededSampler)
     assert sampler.order(0) == two.epoch_sampler(two.train_dataset).order(0)  # another process: the same order
     assert sorted(sampler.order(0)) == list(range(12)) and sampler.order(0) != sampler.order(1)
+
+
+def test_every_epoch_sets_the_order_also_where_accelerate_does_not_reach_the_sampler(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The resumed epoch of a multi-process run: the batch sampler is under accelerate's shard wrapper and its skip
+    wrapper, and `DataLoaderShard.set_epoch` stops one level short of the sampler."""
+    from accelerate.data_loader import BatchSamplerShard, DataLoaderShard, SkipBatchSampler
+    from torch.utils.data import BatchSampler
+    from transformers import Trainer
+
+    sampler = EpochSeededSampler("random", 4, [3] * 16, [None] * 16, seed=0)
+    wrapped = SkipBatchSampler(BatchSamplerShard(BatchSampler(sampler, 4, False), 2, 1), skip_batches=1)
+    DataLoaderShard(list(range(16)), batch_sampler=wrapped).set_epoch(2)
+    assert sampler.epoch == 0  # never reached: the resumed epoch would replay epoch 0's order
+    monkeypatch.setattr(Trainer, "_run_epoch", lambda self, *args, **kwargs: None)
+    trainer = ResumableTrainer.__new__(ResumableTrainer)  # the epoch hook alone, no model
+    trainer._train_sampler, trainer._resume_state = sampler, None
+    trainer._run_epoch(model=None, epoch=2, train_dataloader=None)
+    assert sampler.epoch == 2
+
+
+def test_length_groups_span_the_global_batch_of_every_process() -> None:
+    """One process accumulating 2 micro-batches of 4 and 2 ranks of 1 micro-batch of 4 group lengths by the same 8."""
+    from types import SimpleNamespace
+
+    trainer = ResumableTrainer.__new__(ResumableTrainer)
+    trainer.sampler_kind, trainer.sampler_labels = "length_grouped", None
+    dataset = {"length": list(range(1, 33))}
+    groups = []
+    for accumulation, world in ((2, 1), (1, 2)):
+        trainer.args = SimpleNamespace(
+            data_seed=1, seed=1, train_batch_size=4, gradient_accumulation_steps=accumulation, world_size=world
+        )
+        groups.append(trainer.epoch_sampler(dataset))
+    assert groups[0].batch_size == groups[1].batch_size == 8 and groups[0].order(0) == groups[1].order(0)

@@ -114,3 +114,22 @@ def test_the_default_sampler_mixes_labels_and_the_fine_tune_learns_both(tiny_mod
     flagged = CliRunner().invoke(app, ["run", str(path), "train.sampler=length_grouped", "train.epochs=1"])
     assert flagged.exit_code == 0, flagged.output
     assert "hold one label" in " ".join(flagged.output.split())
+
+
+@pytest.mark.parametrize("kind", ["random", "stratified", "length_grouped"])
+def test_accelerate_deals_each_ranks_share_of_the_one_process_accumulated_batch(kind: str) -> None:
+    """Each rank draws the same order; accelerate's shard wrapper (what the Trainer's `prepare` puts around the
+    batch sampler under DDP) deals its batches to the ranks in turn, so an optimizer step of 2 ranks x 1 micro-batch
+    of 4 trains the examples of one process's 2 accumulated micro-batches of 4, epoch after epoch."""
+    from accelerate.data_loader import BatchSamplerShard
+    from torch.utils.data import BatchSampler
+
+    labels, lengths = length_skewed(96, 0.3)
+    sampler = EpochSeededSampler(kind, 8, lengths, labels, seed=3)  # length groups span the global batch of 8
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        one = list(BatchSampler(sampler, 4, drop_last=False))
+        ranks = [list(BatchSamplerShard(BatchSampler(sampler, 4, False), 2, rank)) for rank in (0, 1)]
+        steps = [ranks[0][step] + ranks[1][step] for step in range(len(ranks[0]))]
+        assert steps == [one[2 * step] + one[2 * step + 1] for step in range(len(one) // 2)]
+        assert len(steps) == 12

@@ -31,6 +31,14 @@ class ModelConfig(Section):
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="precision the model weights are loaded, trained and evaluated in"
     )
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        "auto", description="where the model runs; auto: the accelerator when there is one (CUDA, then MPS), else CPU"
+    )
+    quantize: Literal["none", "8bit", "4bit"] = Field(
+        "none",
+        description="load the frozen base quantized through bitsandbytes (4bit: NF4, QLoRA) and train LoRA on top; "
+        "needs `pip install bitsandbytes`; export reloads the base in full precision before merging",
+    )
 
 
 class DataConfig(Section):

@@ -30,7 +30,8 @@ def config_from_mapping(
     raw: dict[str, Any], overrides: Sequence[str] = (), base_dir: Path | None = None, source: str = "config"
 ) -> Config:
     """`raw` (the sections of a config, from `source`) with the overrides applied, validated; relative paths in
-    `data`, `curate.output` and `ablate.raw` resolve against `base_dir` (default: the working directory)."""
+    `data`, `curate.output`, `ablate.raw` and `train.deepspeed` resolve against `base_dir` (default: the working
+    directory)."""
     config = validate_config(raw, source=source, overrides=overrides)
     base = Path.cwd() if base_dir is None else base_dir
     _resolve_data_paths(config.data, base)
@@ -38,6 +39,8 @@ def config_from_mapping(
         config.curate.output = base / config.curate.output
     if config.ablate is not None and config.ablate.raw is not None and not config.ablate.raw.is_absolute():
         config.ablate.raw = base / config.ablate.raw
+    if config.train.deepspeed is not None and not config.train.deepspeed.is_absolute():
+        config.train.deepspeed = base / config.train.deepspeed.expanduser()
     return config
 
 
@@ -96,7 +99,8 @@ def dump_config(config: Config) -> str:
     """YAML of the config, loadable from anywhere: file paths are written absolute (a relative path
     would be read against the new file's folder, not the one it was written for)."""
     raw = config.model_dump(mode="json")
-    for section, key in (("data", "train"), ("data", "val"), ("data", "test"), ("curate", "output"), ("ablate", "raw")):
+    paths = (("data", "train"), ("data", "val"), ("data", "test"), ("curate", "output"), ("ablate", "raw"))
+    for section, key in (*paths, ("train", "deepspeed")):
         if raw.get(section) and raw[section].get(key):
             raw[section][key] = str(Path(raw[section][key]).resolve())
     return yaml.safe_dump(raw, sort_keys=False)

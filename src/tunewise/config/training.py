@@ -3,7 +3,8 @@ stopping (`train`)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -62,6 +63,31 @@ class TrainConfig(Section):
     )
     gradient_checkpointing: bool = Field(
         False, description="recompute each layer's activations in backward: less memory, one more forward per step"
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description="mixed precision of training (the Trainer's bf16/fp16 autocast); auto: bf16 on an accelerator "
+        "that supports it, fp32 on CPU",
+    )
+    ddp_timeout: int = Field(
+        7200,
+        gt=0,
+        description="seconds a multi-process run's ranks wait for each other (for rank 0's curation and base "
+        "evaluation before training) before failing",
+    )
+    fsdp: bool = Field(
+        False,
+        description="multi-process runs: shard parameters, gradients and optimizer state over the ranks with FSDP "
+        "(the Trainer's; version 2 unless fsdp_config says otherwise), for a model that does not fit one device; "
+        "false = plain data parallel (DDP)",
+    )
+    fsdp_config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the Trainer's fsdp_config, passed through with train.fsdp: true, e.g. {version: 2, "
+        "auto_wrap_policy: TRANSFORMER_BASED_WRAP, cpu_offload: false}",
+    )
+    deepspeed: Path | None = Field(
+        None, description="multi-process runs: a DeepSpeed JSON config (ZeRO stage 2/3), passed to the Trainer"
     )
     sampler: Literal["random", "stratified", "length_grouped"] = Field(
         "random",

@@ -9,6 +9,7 @@ from rich.progress import Progress
 
 from tunewise.data.encode import encode_prompts
 from tunewise.evaluate.scoring import batches_by_length, left_pad
+from tunewise.models.device import input_device
 
 
 @torch.no_grad()
@@ -32,12 +33,13 @@ def generate(
     token of every row so one `generate` call serves the whole batch with its KV cache.
     """
     model.eval()
+    device = input_device(model)
     torch.manual_seed(seed)
     outputs: list[str] = [""] * len(prompts)
     stop = [s for s in (stop or []) if s]
     task = progress.add_task(description, total=len(prompts)) if progress else None
     for index in batches_by_length(prompts, batch_size):
-        ids, mask = left_pad([prompts[i] for i in index], tokenizer.pad_token_id)
+        ids, mask = left_pad([prompts[i] for i in index], tokenizer.pad_token_id, device)
         kwargs: dict[str, Any] = {
             "max_new_tokens": max_new_tokens,
             "do_sample": do_sample,
@@ -50,7 +52,8 @@ def generate(
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if stop:
             kwargs.update(stop_strings=stop, tokenizer=tokenizer)
-        new_tokens = model.generate(input_ids=ids, attention_mask=mask, **kwargs)[:, ids.shape[1] :]
+        # Only the new tokens come back to the host, once per batch, to be decoded.
+        new_tokens = model.generate(input_ids=ids, attention_mask=mask, **kwargs)[:, ids.shape[1] :].tolist()
         for row, i in enumerate(index):
             outputs[i] = decode_answer(tokenizer, new_tokens[row], stop)
         if progress is not None and task is not None:

@@ -130,7 +130,7 @@ def _setup(config: Config, config_path: Path, settings: BakeoffConfig, console: 
         seed=seed,
         kind=curated.data.kind,
         user_model=config.model.name,
-        available_bytes=available_memory_bytes(training_device()),
+        available_bytes=available_memory_bytes(training_device(config.model.device)),
         bounds=metric_bounds(task.primary_metric),
     )
 

@@ -21,6 +21,7 @@ from tunewise.evaluate.stats import Difference
 from tunewise.evaluate.tasks import ClassificationTask, EvalOutput, EvalTask
 from tunewise.evaluate.tasks.generative import GenerativeTask
 from tunewise.export.fidelity import LogitFidelity
+from tunewise.models.device import input_device
 
 GREEDY_TOKENS = 24  # enough to tell two models' continuations apart, cheap on 16 prompts
 
@@ -72,8 +73,10 @@ def hf_logits(model: Any, sequences: list[list[int]]) -> Iterator[np.ndarray]:
     """A Hugging Face model's logits at every position of each sequence, one sequence at a time (no padding, so
     nothing but the model itself can differ between two runs)."""
     model.eval()
+    device = input_device(model)
     for ids in sequences:
-        yield model(input_ids=torch.tensor([ids])).logits[0].float().numpy()
+        # Every position's full vocabulary is what is compared, so this one sequence's logits come to the host.
+        yield model(input_ids=torch.tensor([ids], device=device)).logits[0].float().cpu().numpy()
 
 
 @torch.no_grad()
@@ -82,11 +85,12 @@ def hf_greedy(
 ) -> list[list[int]]:
     """Greedy continuations, each up to and without its first stop token (as a server returns them)."""
     model.eval()
+    device = input_device(model)
     outputs = []
     for ids in prompts:
         generated = model.generate(
-            input_ids=torch.tensor([ids]),
-            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            input_ids=torch.tensor([ids], device=device),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=device),
             max_new_tokens=max_new_tokens,
             do_sample=False,
             temperature=None,

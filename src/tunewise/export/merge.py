@@ -45,13 +45,16 @@ def load_adapted(
     config: Config, adapter_dir: Path, adapter_settings: dict[str, Any], splits: DataSplits
 ) -> AdaptedModel:
     """Never merge into quantized weights: a GGUF base is dequantized (the loader's float32 cache), and every base
-    loads in float32 here, so the merge adds the update to the exact weights the adapter was trained against."""
+    loads in float32 here, unquantized also when the run trained on a bitsandbytes-quantized base (model.quantize):
+    the update is added to the full-precision weights, not rounded again to 4 or 8 bits."""
     if config.model.trust_remote_code:
         raise ExportError(
             f"the run's config sets model.trust_remote_code for {config.model.name}; tunewise export never runs a "
             "model's own code (a run directory is not proof you reviewed it): export such a model with its own tools"
         )
-    full_precision = config.model.model_copy(update={"dtype": "float32", "trust_remote_code": False})
+    full_precision = config.model.model_copy(
+        update={"dtype": "float32", "quantize": "none", "trust_remote_code": False}
+    )
     loaded = load_model(full_precision)
     _check_adapter_base(adapter_settings, loaded.model, config.model.name, adapter_dir)
     model = attach_adapter(loaded.model, adapter_dir)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from tunewise.export.gguf_probe import ProbeRequest, run_probe
 from tunewise.export.merge import DTYPES, AdaptedModel
 from tunewise.export.modelfile import Modelfile, ollama_prompt, parse_modelfile, render_template
 from tunewise.export.run_source import EvaluatedData
+from tunewise.models.device import input_device
 
 INSTALL_RUNTIME = "pip install 'tunewise[gguf]'"
 
@@ -56,6 +57,9 @@ class ReferenceRun:
     recorded: bool  # `output` is the run's own predictions.jsonl (else the adapter was scored here)
     seed: int
     stops: list[int]  # the tokens that end an answer: every greedy continuation is compared up to the first
+    # Where the reference ran; an artifact read back with transformers runs there too, so its logits differ from
+    # the reference's by what the export changed, not by another device's kernels.
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
 
 def reference_run(
@@ -77,7 +81,10 @@ def reference_run(
     output = recorded or score_hf(
         data.task, adapted.model, tokenizer, renderer, data.records, config.eval.batch_size, console, "base + adapter"
     )
-    return ReferenceRun(sequences, prompts, logits, greedy, output, recorded is not None, config.train.seed, stops)
+    device = input_device(adapted.model)
+    return ReferenceRun(
+        sequences, prompts, logits, greedy, output, recorded is not None, config.train.seed, stops, device
+    )
 
 
 @dataclass
@@ -101,6 +108,7 @@ def check_merged(merged_dir: Path, dtype: str, m: Measuring) -> tuple[ArtifactCh
     check = ArtifactCheck(f"merged {dtype}", "transformers", "base + adapter")
     options = {"trust_remote_code": False}  # the export ships no code, and none would run if it did
     model = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=DTYPES[dtype], use_safetensors=True, **options)
+    model = model.to(m.reference.device)
     tokenizer = AutoTokenizer.from_pretrained(merged_dir, **options)
     merged_logits = _measure_hf(check, model, tokenizer, m.reference.logits, m)
     check.seconds = clock.seconds
@@ -226,7 +234,7 @@ def _check_gguf_with_transformers(gguf_file: Path, merged_logits: list[np.ndarra
     with tempfile.TemporaryDirectory(prefix="tunewise-gguf-check-") as folder:
         (Path(folder) / gguf_file.name).symlink_to(gguf_file.resolve())  # nothing beside the GGUF is read
         options = {"gguf_file": gguf_file.name, "trust_remote_code": False}
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **options)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **options).to(m.reference.device)
         gguf_tokenizer = AutoTokenizer.from_pretrained(folder, **options)
     _measure_hf(check, model, gguf_tokenizer, merged_logits, m)
     check.seconds = clock.seconds

@@ -20,7 +20,9 @@ import torch
 from tunewise.config import ModelConfig
 from tunewise.core.safeio import save_dir_atomically
 from tunewise.errors import ModelLoadError
+from tunewise.models.device import resolve_device
 from tunewise.models.embedded import EMBEDDED, embedded_gguf, file_sha256
+from tunewise.models.quantize import bitsandbytes_config, keep_4bit_layers_differentiable
 
 HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -82,6 +84,8 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
     if source.kind in ("dir", "gguf"):
         check_local_model(Path(location), cfg)  # for a GGUF: the cache entry, which is a folder like any other
     kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code, "revision": cfg.revision}
+    device = resolve_device(cfg.device)
+    placement = weight_options(cfg, device)
     if source.kind == "hub" and not _in_hub_cache(location, kwargs) and not _hub_reachable():
         raise ModelLoadError(
             f"hub model '{cfg.name}' is not in the local cache and the hub cannot be reached; download it "
@@ -89,13 +93,27 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
         )
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(location, dtype=DTYPES[cfg.dtype], use_safetensors=True, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(location, use_safetensors=True, **placement, **kwargs)
     except Exception as exc:  # a broken or hostile directory fails in many types (OSError, ValueError, validation)
         raise ModelLoadError(_explain_load_failure(cfg.name, source, exc)) from None
+    if cfg.quantize == "none":
+        model.to(device)  # a quantized model is placed by its device_map while it loads
+    elif cfg.quantize == "4bit":
+        keep_4bit_layers_differentiable(model)  # else a CPU eval pass would break training's gradients
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id
     return LoadedModel(model, tokenizer, source, cfg.name)
+
+
+def weight_options(cfg: ModelConfig, device: torch.device) -> dict[str, Any]:
+    """from_pretrained's dtype, and for `model.quantize` the bitsandbytes config with the whole model on `device`."""
+    options: dict[str, Any] = {"dtype": DTYPES[cfg.dtype]}
+    if cfg.quantize == "none":
+        return options
+    options["quantization_config"] = bitsandbytes_config(cfg.quantize, DTYPES[cfg.dtype])
+    options["device_map"] = {"": device.index if device.type == "cuda" and device.index is not None else device.type}
+    return options
 
 
 # Config keys that make transformers import Python from the model directory when trust_remote_code is on.

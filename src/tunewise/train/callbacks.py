@@ -17,19 +17,23 @@ from transformers import TrainerCallback
 
 from tunewise.core.format import duration
 from tunewise.core.safeio import append_text
+from tunewise.train.distributed import is_main_process
 
 # A training run stopped by a full disk is continued from its newest checkpoint by the same command.
 RESUME_HINT = "free some space and run the same command again: it continues from the newest checkpoint"
 
 
 class MetricsLogger(TrainerCallback):
-    """Appends every logged dict to metrics.jsonl, flushed per line so a crash loses at most one line."""
+    """Appends every logged dict to metrics.jsonl, flushed per line so a crash loses at most one line. In a
+    multi-process run rank 0 alone writes: every rank sees the same logged values (the Trainer gathers them)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def write(self, record: dict[str, Any]) -> None:
         """One line; a full disk stops the run with a one-line error (and no half line left in the file)."""
+        if not is_main_process():
+            return
         append_text(self.path, json.dumps({"time": round(time.time(), 3), **record}) + "\n", hint=RESUME_HINT)
 
     def truncate(self, size: int) -> bool:

@@ -31,8 +31,12 @@ STATE_FILE = "tunewise_state.json"  # what the Trainer does not save itself (see
 INVALID_PREFIX = "invalid-"  # outside the `checkpoint-*` glob of transformers' rotation and resume lookup
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 # Without any of these a resume would silently be inexact (transformers skips a missing RNG file with a log line).
-REQUIRED = ("trainer_state.json", "optimizer.pt", "scheduler.pt", "rng_state.pth", STATE_FILE)
+REQUIRED = ("trainer_state.json", "optimizer.pt", "scheduler.pt", STATE_FILE)
 WEIGHTS = ("adapter_model.safetensors", "model.safetensors")
+# Where train.fsdp and train.deepspeed keep the optimizer state instead of optimizer.pt: FSDP's full state dict or its
+# sharded directory; DeepSpeed's global_step<N>/ directory, which holds the schedule too (transformers' names).
+SHARDED_OPTIMIZER = ("optimizer.bin", "optimizer_0/")
+DEEPSPEED_STATES = "global_step"
 
 
 def step_of(path: Path) -> int | None:
@@ -44,14 +48,19 @@ def _files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
 
 
-def write_manifest(staged: Path, step: int) -> None:
+def rng_files(world_size: int) -> list[str]:
+    """The RNG state files of a checkpoint written by `world_size` processes (transformers' names)."""
+    return ["rng_state.pth"] if world_size == 1 else [f"rng_state_{rank}.pth" for rank in range(world_size)]
+
+
+def write_manifest(staged: Path, step: int, world_size: int = 1) -> None:
     """Hash every file (already fsynced) and write the manifest last: its presence marks a complete write."""
     files = {
         p.relative_to(staged).as_posix(): {"sha256": sha256_file(p), "size": p.stat().st_size}
         for p in _files(staged)
         if p != staged / MANIFEST
     }
-    payload = {"format": MANIFEST_FORMAT, "step": step, "files": files}
+    payload = {"format": MANIFEST_FORMAT, "step": step, "world_size": world_size, "files": files}
     target = staged / MANIFEST
     with target.open("w", encoding="utf-8") as fh:
         fh.write(json.dumps(payload, indent=1, sort_keys=True) + "\n")
@@ -60,11 +69,12 @@ def write_manifest(staged: Path, step: int) -> None:
     fsync_path(staged)
 
 
-def commit(staged: Path, final: Path, step: int) -> None:
+def commit(staged: Path, final: Path, step: int, world_size: int = 1) -> None:
     """fsync the staged checkpoint, write its manifest last, rename it to `final` (an existing `final` can only be
-    a set-aside leftover of the same step: it is replaced, never merged into)."""
+    a set-aside leftover of the same step: it is replaced, never merged into). `world_size`: the processes that
+    wrote it, each with its own RNG state file."""
     fsync_tree(staged)
-    write_manifest(staged, step)
+    write_manifest(staged, step, world_size)
     publish(staged, final)
 
 
@@ -80,11 +90,12 @@ def verify_checkpoint(path: Path) -> str | None:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         files: dict[str, dict[str, Any]] = manifest["files"]
         step = int(manifest["step"])
+        world_size = int(manifest.get("world_size", 1))
     except (OSError, ValueError, KeyError, TypeError):
         return f"{MANIFEST} is unreadable (corrupt)"
     if step_of(path) is not None and step != step_of(path):
         return f"{MANIFEST} is for step {step}, not {step_of(path)}"
-    missing = [name for name in REQUIRED if name not in files]
+    missing = [name for name in (*REQUIRED, *rng_files(max(world_size, 1))) if name not in _present(files)]
     if not any(name in files for name in WEIGHTS):
         missing.append(WEIGHTS[0])
     if missing:
@@ -101,6 +112,17 @@ def verify_checkpoint(path: Path) -> str | None:
         if sha256_file(target) != meta.get("sha256"):
             return f"{name} does not match its SHA-256 in the manifest (corrupt)"
     return None
+
+
+def _present(files: dict[str, Any]) -> set[str]:
+    """The manifest's files, with a sharded optimizer's (FSDP, DeepSpeed) standing for optimizer.pt, and DeepSpeed's
+    states for scheduler.pt too."""
+    present = set(files)
+    if any(name == kind or name.startswith(kind) for name in files for kind in SHARDED_OPTIMIZER):
+        present.add("optimizer.pt")
+    if any(name.startswith(DEEPSPEED_STATES) for name in files):
+        present |= {"optimizer.pt", "scheduler.pt"}
+    return present
 
 
 def checkpoint_dirs(root: Path) -> list[Path]:

@@ -75,7 +75,7 @@ class MicroBatch:
 class MemoryBreakdown:
     """Peak memory of a training step by component, in bytes."""
 
-    weights: int  # the frozen base model at model.dtype
+    weights: int  # the frozen base model at model.dtype, or quantized (model.quantize)
     lora: int  # LoRA parameters with their gradients and AdamW state, fp32
     activations: int  # saved for backward over the heaviest micro-batch
     lm_head: int  # the vocabulary-sized fp32 tensors of the loss
@@ -220,10 +220,31 @@ def _first_layer_savings(anatomy: ModelAnatomy, targets: dict[str, tuple[int, in
     return saved
 
 
+# A bitsandbytes-quantized linear layer of in x out weights. 4bit: NF4 nibbles, plus one 8-bit absmax per 64 weights
+# (double quantization) and one fp32 second-level absmax per 256 of those. 8bit: int8, plus an fp32 scale per row.
+def quantized_linear_bytes(quantize: str, n_in: int, n_out: int) -> float:
+    weights = n_in * n_out
+    if quantize == "4bit":
+        return weights * (0.5 + 1 / 64 + FP32 / (64 * 256))
+    return weights + FP32 * n_out
+
+
+def weight_bytes(anatomy: ModelAnatomy, config: Config) -> int:
+    """The frozen base model's bytes. Quantized (model.quantize): every linear layer but the output layer at the
+    quantized size, and the rest (embeddings, norms, output layer) in fp32, as QLoRA's preparation upcasts them."""
+    quantize = config.model.quantize
+    if quantize == "none":
+        return anatomy.n_params * DTYPE_BYTES[config.model.dtype]
+    linears = {name: shape for name, shape in anatomy.linears.items() if name != anatomy.output_layer}
+    quantized = sum(quantized_linear_bytes(quantize, n_in, n_out) for n_in, n_out in linears.values())
+    rest = anatomy.n_params - sum(n_in * n_out for n_in, n_out in linears.values())  # embeddings, norms, output
+    return round(quantized) + rest * FP32
+
+
 def memory_breakdown(anatomy: ModelAnatomy, config: Config, batch: MicroBatch, device: str) -> MemoryBreakdown:
     activations, one_layer = activation_bytes(anatomy, config, batch)
     return MemoryBreakdown(
-        weights=anatomy.n_params * DTYPE_BYTES[config.model.dtype],
+        weights=weight_bytes(anatomy, config),
         lora=anatomy.lora_params(config.lora) * LORA_STATE_BYTES,
         activations=activations,
         lm_head=HEAD_COPIES * batch.head_positions * anatomy.vocab_size * FP32,

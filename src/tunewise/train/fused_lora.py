@@ -14,8 +14,11 @@ agree with PEFT's path to float rounding (tests: 1e-5).
 
 Only the plain case is fused: one active vanilla adapter, not merged, no bias on B, the input, base and adapter
 in one dtype, no autocast, no extra forward arguments. Everything else (disabled or merged adapters, DoRA and
-other variants, several adapters, `adapter_names` batches) takes PEFT's own forward unchanged. The swap changes
-the class of `lora.Linear` modules only; the parameters, their names and `save_pretrained` output are PEFT's.
+other variants, several adapters, `adapter_names` batches) takes PEFT's own forward unchanged. A quantized base
+(`model.quantize`) is never fused: PEFT wraps bitsandbytes layers in its own `lora.bnb.Linear4bit`/`Linear8bitLt`,
+whose forward dequantizes and casts, and which are not the `lora.Linear` over a plain `nn.Linear` swapped here.
+The swap changes the class of `lora.Linear` modules only; the parameters, their names and `save_pretrained` output
+are PEFT's.
 """
 
 from __future__ import annotations
@@ -57,7 +60,8 @@ class FusedLoraLinear(LoraLinear):
 def enable_fused_lora(model: Any) -> int:
     """Give every PEFT `lora.Linear` over an `nn.Linear` in `model` the fused forward; returns how many.
 
-    Swapping the class (rather than assigning `module.forward`) keeps hooks that wrap `forward` working."""
+    Exact types: a subclass of either (bitsandbytes' `Linear4bit` is an `nn.Linear`) may compute otherwise. Swapping
+    the class (rather than assigning `module.forward`) keeps hooks that wrap `forward` working."""
     fused = 0
     for module in model.modules():
         if type(module) is LoraLinear and type(module.base_layer) is torch.nn.Linear:

@@ -55,8 +55,8 @@ def completion_only_loss(
     here, which is exact but saves nothing).
     """
     logits = outputs["logits"] if isinstance(outputs, Mapping) else outputs[0]
-    if logits.ndim == 3:
-        logits = logits[completion_positions(labels)]
+    if logits.ndim == 3:  # the mask follows the logits: a model split over devices leaves them on its last one
+        logits = logits[completion_positions(labels).to(logits.device)]
     targets = completion_targets(labels).to(logits.device)
     if logits.shape[0] != targets.shape[0]:
         raise ValueError(

@@ -18,6 +18,10 @@ What transformers 5.24 does with a packed row (verified in `masking_utils.py` an
   `q - sliding_window < k <= q`, i.e. itself and the `sliding_window - 1` tokens before it (flash attention's
   `window_size=(w - 1, w - 1)` says the same). An example no longer than the window is plain causal; only a longer
   one gets its banded [t, t] mask.
+- On CUDA in fp16 or bf16, with the `flash_attn` package installed, a packed row runs flash-attn's
+  `flash_attn_varlen_func` (one kernel over the whole row, the same `cu_seq_lens` and window) instead of one SDPA per
+  example; anywhere else (CPU, fp32, no flash-attn) the per-example SDPA path runs, on the query's device
+  (`varlen_kernel` decides).
 - Logit soft-capping: Gemma 3's attention does not pass `softcap` (its `attn_logit_softcapping` is unused by every
   implementation, eager included), and `final_logit_softcapping` is applied element-wise after the LM head, so it
   commutes with `logits_to_keep`. A model that does pass `softcap` (Gemma 2) is refused, as transformers' sdpa does.
@@ -29,6 +33,8 @@ and makes them comparable step for step.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -43,6 +49,7 @@ from tunewise.data.encode import IGNORE_INDEX
 from tunewise.train.loss import completion_positions, completion_targets
 
 VARLEN_ATTENTION = "tunewise_varlen_sdpa"
+FLASH_DTYPES = (torch.float16, torch.bfloat16)  # the only dtypes flash-attn's kernels take
 
 
 @dataclass
@@ -120,6 +127,9 @@ def varlen_sdpa_attention(
     if kwargs.get("softcap") is not None:
         raise ValueError("tunewise's packed attention does not support `softcap`, as transformers' sdpa does not")
     window = kwargs.get("sliding_window", getattr(module, "sliding_window", None))
+    if varlen_kernel(query.device, query.dtype) == "flash":
+        longest = kwargs.get("max_length_q")  # the collator's, known on the host: no device sync to find it
+        return _flash_varlen_attention(query, key, value, cu_seq_lens_q, longest, window, dropout, scaling), None
     gqa = getattr(module, "num_key_value_groups", 1) > 1
     bounds = cu_seq_lens_q.tolist()
     parts = [
@@ -131,6 +141,58 @@ def varlen_sdpa_attention(
     # [1, heads, t, dim] parts -> one [1, T, heads, dim] tensor, the layout every attention interface returns,
     # written by a single copy (cat then transpose+contiguous would allocate and copy twice)
     return torch.cat([part.transpose(1, 2) for part in parts], dim=1), None
+
+
+def varlen_kernel(device: torch.device, dtype: torch.dtype) -> str:
+    """Which kernel runs a packed row: "flash" (flash-attn's varlen kernel) on CUDA in fp16/bf16 when the
+    `flash_attn` package imports, else "sdpa" (causal SDPA per example)."""
+    if device.type == "cuda" and dtype in FLASH_DTYPES and flash_varlen_function() is not None:
+        return "flash"
+    return "sdpa"
+
+
+@functools.cache
+def flash_varlen_function() -> Callable[..., torch.Tensor] | None:
+    """flash-attn's `flash_attn_varlen_func`, or None where the package is missing or does not load (a build for
+    another CUDA or torch fails at import)."""
+    try:
+        from flash_attn import flash_attn_varlen_func
+    except Exception:  # ImportError, or the OSError/RuntimeError of a mismatched native build
+        return None
+    return flash_attn_varlen_func
+
+
+def _flash_varlen_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    cu_seq_lens: torch.Tensor,
+    longest: int | None,
+    window: int | None,
+    dropout: float,
+    scaling: float | None,
+) -> torch.Tensor:
+    """The packed row through flash-attn in one call: [1, heads, T, dim] in, [1, T, heads, dim] out, causal within
+    each example (and its sliding window, transformers' convention: itself and the `window - 1` keys before it).
+    Grouped-query attention needs no repeat: the kernel maps query heads to key/value heads itself."""
+    flash = flash_varlen_function()
+    assert flash is not None  # varlen_kernel chose this path only when it imports
+    bounds = cu_seq_lens.to(device=query.device, dtype=torch.int32)
+    longest = int(longest) if longest is not None else int(bounds.diff().max())
+    out = flash(
+        query[0].transpose(0, 1),  # [T, heads, dim]: the kernel's (total tokens, heads, dim) layout
+        key[0].transpose(0, 1),
+        value[0].transpose(0, 1),
+        cu_seqlens_q=bounds,
+        cu_seqlens_k=bounds,
+        max_seqlen_q=longest,
+        max_seqlen_k=longest,
+        dropout_p=dropout,
+        softmax_scale=scaling,
+        causal=True,
+        window_size=(window - 1, window - 1) if window is not None else (-1, -1),
+    )
+    return out[None]
 
 
 def _causal_sdpa(

@@ -173,11 +173,13 @@ def _probe(config: Config, request: dict[str, Any], start: int | None) -> ProbeR
 
     from tunewise.models import load_model
     from tunewise.train.callbacks import peak_memory_bytes, reset_peak_memory, resident_bytes
-    from tunewise.train.trainer import add_lora, training_path
+    from tunewise.train.trainer import add_lora, precision_flags, training_path
 
     _quiet()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_model(config.model).model.to(device)
+    device = training_device(config.model.device)
+    model = load_model(config.model).model  # on model.device, as the loader places it
+    flags = precision_flags(config.train.precision, torch.device(device))
+    half = torch.bfloat16 if flags["bf16"] else torch.float16 if flags["fp16"] else None
     peft_model = add_lora(model, config)
     collator, loss_fn = training_path(peft_model, config.train, int(request["pad_token_id"]))
     if config.train.gradient_checkpointing:  # as the Trainer enables it (training_arguments)
@@ -198,7 +200,9 @@ def _probe(config: Config, request: dict[str, Any], start: int | None) -> ProbeR
         _sync(device)
         began = time.perf_counter()
         for batch in batches:
-            _loss(peft_model, batch, loss_fn, items, device).backward()
+            with torch.autocast(device, dtype=half or torch.float32, enabled=half is not None):  # as the Trainer's
+                loss = _loss(peft_model, batch, loss_fn, items, device)
+            loss.backward()
         if config.train.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(trainable, config.train.max_grad_norm)
         optimizer.step()
@@ -255,11 +259,11 @@ def _quiet() -> None:
     hf_logging.set_verbosity_error()
 
 
-def training_device() -> str:
-    """Where `tunewise run` trains: the GPU when torch sees one (the Trainer's choice), else the CPU."""
-    import torch
+def training_device(setting: str = "auto") -> str:
+    """Where `tunewise run` trains with `model.device: setting`: cuda, mps or cpu."""
+    from tunewise.models.device import resolve_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return resolve_device(setting).type
 
 
 def available_memory_bytes(device: str) -> int | None:

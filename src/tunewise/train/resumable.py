@@ -19,6 +19,14 @@ What transformers 5.24 does not do by itself, and what this subclass changes (ch
   straight to the end of training (best model, final log), as the uninterrupted one did.
 - `_load_best_model` loads whatever `checkpoint-<best>` holds; here it is verified against its manifest first.
 
+Several processes (DDP): every rank writes its RNG state (`rng_state_<rank>.pth`) into the one staging directory,
+named after rank 0's process; rank 0 writes the rest, then commits once every rank's files are in, and no rank goes
+on before the commit. `tunewise_state.json` holds every rank's loss accumulator and the number of processes, which a
+resume must match. The sampler's order is the same on every rank; accelerate deals its batches out in turn (rank r
+takes batches r, r + n, ...), so one optimizer step sees the batches one process would accumulate over n steps. The
+Trainer divides each rank's loss by the token count of the whole global batch (`average_tokens_across_devices`);
+validation batches are scored alone, as in one process, rather than over a pair of ranks' tokens (`compute_loss`).
+
 Every `torch.load` the Trainer does on resume (optimizer, scheduler, RNG state) already uses `weights_only=True`.
 """
 
@@ -52,6 +60,7 @@ from tunewise.train.checkpoint import (
     step_of,
     verify_checkpoint,
 )
+from tunewise.train.distributed import gather, share, together
 from tunewise.train.sampling import EpochSeededSampler
 
 # The transformers releases whose private Trainer methods the overrides below were read against and tested with.
@@ -100,19 +109,23 @@ class ResumableTrainer(Trainer):
         self.sampler_kind, self.sampler_labels = sampler, sampler_labels
         self.best_load_problem: str | None = None  # why the best checkpoint was not loaded, if it was not
         self._staging_root: Path | None = None
+        self._staging_pid: int = share(os.getpid())  # rank 0's: the one staging directory every rank writes into
         self._resume_state: dict[str, Any] | None = None
+        self._train_sampler: EpochSeededSampler | None = None
 
     # --- data order --------------------------------------------------------------------------------------------
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
-        return self.epoch_sampler(dataset)
+        self._train_sampler = self.epoch_sampler(dataset)
+        return self._train_sampler
 
     def epoch_sampler(self, dataset: Any) -> EpochSeededSampler:
         """train.sampler's order; length groups span the examples of one optimizer step, as transformers' own."""
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
         lengths = list(dataset["length"])
         labels = self.sampler_labels if self.sampler_labels is not None else [None] * len(lengths)
-        group = self.args.train_batch_size * self.args.gradient_accumulation_steps
+        # One optimizer step's examples over all processes: the same groups whatever the number of processes.
+        group = self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
         batch = group if self.sampler_kind == "length_grouped" else self.args.train_batch_size
         return EpochSeededSampler(self.sampler_kind, batch, lengths, labels, seed)
 
@@ -127,28 +140,39 @@ class ResumableTrainer(Trainer):
         step = self.state.global_step
         final = root / f"{PREFIX_CHECKPOINT_DIR}-{step}"
         # Hidden and not `checkpoint-*`: transformers' rotation and resume lookup glob `checkpoint-*`.
-        staging_root = root / f"{STAGING_PREFIX}{os.getpid()}"
+        staging_root = root / f"{STAGING_PREFIX}{self._staging_pid}"
         staged = staging_root / final.name
-        shutil.rmtree(staging_root, ignore_errors=True)
+        main = self.is_world_process_zero()
+        if main:
+            shutil.rmtree(staging_root, ignore_errors=True)
+        together()  # no rank writes into the staging directory before it is emptied
         self._staging_root = staging_root
         try:
             super()._save_checkpoint(model, trial)  # its rotation runs inside the staging dir: a no-op
             if self.state.best_model_checkpoint == str(staged):  # the best is this one: record its real path
                 self.state.best_model_checkpoint = str(final)
-                self.state.save_to_json(str(staged / TRAINER_STATE_NAME))
-            self._write_state(staged)
-            commit(staged, final, step)
+                if main:
+                    self.state.save_to_json(str(staged / TRAINER_STATE_NAME))
+            # A float32 as a Python float: exact, and exact back. Gathering is also the wait until every rank's
+            # files (its RNG state) are in the staging directory.
+            losses = gather(self._tr_loss.item())
+            if main:
+                self._write_state(staged, losses)
+                commit(staged, final, step, self.args.world_size)
         except Exception as exc:
             raise TunewiseError(self._write_failure(exc, root, final, step)) from exc
         finally:
             self._staging_root = None
-            shutil.rmtree(staging_root, ignore_errors=True)
-        # By step number: after a resume every `checkpoint-*` left is older than the new one, so this is also
-        # the order of writing (mtime, transformers' default, can tie on coarse clocks).
-        rotate_checkpoints(str(root), self.args.save_total_limit, self.state.best_model_checkpoint, use_mtime=False)
+            if main:
+                shutil.rmtree(staging_root, ignore_errors=True)
+        if main:
+            # By step number: after a resume every `checkpoint-*` left is older than the new one, so this is also
+            # the order of writing (mtime, transformers' default, can tie on coarse clocks).
+            rotate_checkpoints(str(root), self.args.save_total_limit, self.state.best_model_checkpoint, use_mtime=False)
+        together()  # no rank reads a checkpoint (the best one, at the end) before it is committed
 
-    def _write_state(self, staged: Path) -> None:
-        """What the Trainer keeps only in memory but a bit-exact resume needs."""
+    def _write_state(self, staged: Path, losses: list[float]) -> None:
+        """What the Trainer keeps only in memory but a bit-exact resume needs; `losses`: each rank's accumulator."""
         callbacks = {
             type(cb).__name__: cb.export_state()
             for cb in self.callback_handler.callbacks
@@ -156,7 +180,9 @@ class ResumableTrainer(Trainer):
         }
         state = {
             "step": self.state.global_step,
-            "tr_loss": self._tr_loss.item(),  # a float32 as a Python float: exact, and exact back
+            "tr_loss": losses[0],
+            "tr_loss_by_rank": losses,
+            "world_size": self.args.world_size,
             "globalstep_last_logged": self._globalstep_last_logged,
             "should_training_stop": self.control.should_training_stop,
             "metrics_bytes": self._durable_metrics_size(),
@@ -192,14 +218,29 @@ class ResumableTrainer(Trainer):
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     def _run_epoch(self, *args: Any, **kwargs: Any) -> None:
+        if self._train_sampler is not None:
+            # accelerate's `set_epoch` does not reach a sampler under both its shard and its skip wrappers (the
+            # resumed epoch of a multi-process run), so the order's epoch is set here, for every epoch.
+            self._train_sampler.set_epoch(kwargs["epoch"] if "epoch" in kwargs else args[1])
         state, self._resume_state = self._resume_state, None
         if state is not None:  # the first epoch of a resumed run; see the module docstring for why
-            self._tr_loss = torch.tensor(state["tr_loss"], dtype=self._tr_loss.dtype, device=self._tr_loss.device)
+            loss = state.get("tr_loss_by_rank", [state["tr_loss"]])[self.args.process_index]
+            self._tr_loss = torch.tensor(loss, dtype=self._tr_loss.dtype, device=self._tr_loss.device)
             self._globalstep_last_logged = state["globalstep_last_logged"]
             if state["should_training_stop"]:
                 self.control.should_training_stop = True
                 return
         super()._run_epoch(*args, **kwargs)
+
+    # --- several processes ---------------------------------------------------------------------------------------
+    def compute_loss(
+        self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
+        if not model.training and self.args.world_size > 1:
+            # Validation: each batch's own mean, as one process computes it. With the token count gathered over
+            # the ranks (what training needs), a batch's loss would be weighted by another rank's batch.
+            num_items_in_batch = None
+        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
 
     def _load_best_model(self) -> None:
         best = Path(self.state.best_model_checkpoint or "")

@@ -59,7 +59,9 @@ def stratified_order(labels: Sequence[str | None], generator: torch.Generator) -
 
 class EpochSeededSampler(Sampler[int]):
     """`epoch_order` of one kind, reseeded with seed + epoch. `DataLoaderShard.set_epoch` reaches it, also
-    through the `SkipBatchSampler` of a resumed epoch."""
+    through the `SkipBatchSampler` of a resumed epoch; under both that and a multi-process run's shard wrapper it
+    does not, and `ResumableTrainer` sets the epoch itself. Every rank draws the same order; accelerate deals its
+    batches out to the ranks in turn."""
 
     def __init__(
         self, kind: str, batch_size: int, lengths: Sequence[int], labels: Sequence[str | None], seed: int

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,14 +11,15 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from peft import LoraConfig, get_peft_model
+from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from rich.console import Console
 from rich.markup import escape
 from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
 
 from tunewise.config import Config, TrainConfig, greater_is_better
 from tunewise.data.encode import Encoded
-from tunewise.errors import ConfigError
+from tunewise.errors import ConfigError, TunewiseError
+from tunewise.models.device import resolve_device
 from tunewise.train.callbacks import (
     DivergenceMonitor,
     MetricsLogger,
@@ -34,6 +36,14 @@ from tunewise.train.checkpoint import (
     step_of,
 )
 from tunewise.train.collate import PaddingCollator
+from tunewise.train.distributed import (
+    check_parallel,
+    is_main_process,
+    lost_process,
+    scored_on_rank_zero,
+    share,
+    world_size,
+)
 from tunewise.train.estimate import planned_steps
 from tunewise.train.fused_lora import enable_fused_lora
 from tunewise.train.loss import completion_only_loss
@@ -70,6 +80,10 @@ class TrainResult:
 
 
 def add_lora(model: Any, cfg: Config) -> Any:
+    if cfg.model.quantize != "none":
+        # QLoRA's preparation: norms and other unquantized weights in float32, the quantized base frozen. Gradient
+        # checkpointing stays train.gradient_checkpointing's choice, not PEFT's default of on.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     lora = LoraConfig(
         r=cfg.lora.r,
         lora_alpha=cfg.lora.alpha,
@@ -97,11 +111,32 @@ def training_path(
     return PackingCollator(), completion_only_loss
 
 
+def precision_flags(precision: str, device: torch.device) -> dict[str, bool]:
+    """`train.precision` as the Trainer's own switches. auto: bf16 on a CUDA device that has it, fp16 on an older
+    one, fp32 on CPU and MPS."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return {"bf16": False, "fp16": False}
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision == "fp16" and device.type == "cpu":
+        raise ConfigError("train.precision: fp16 mixed precision needs an accelerator; on CPU use bf16 or fp32")
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
+
+
+def global_steps_config(cfg: Config, world: int) -> Config:
+    """`cfg` with grad_accum standing for the whole global batch (per-device batch x accumulation x processes), for
+    the arithmetic of optimizer steps per epoch."""
+    if world == 1:
+        return cfg
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"grad_accum": cfg.train.grad_accum * world})})
+
+
 def training_arguments(cfg: Config, output_dir: Path, total_steps: int) -> TrainingArguments:
     t = cfg.train
     metric = t.metric
     greater = greater_is_better(metric, t.greater_is_better)
     eval_steps = min(t.eval_steps, total_steps)  # at least one evaluation, so a best checkpoint exists
+    device = resolve_device(cfg.model.device)
     return TrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=t.batch_size,
@@ -132,7 +167,16 @@ def training_arguments(cfg: Config, output_dir: Path, total_steps: int) -> Train
         data_seed=t.seed,
         remove_unused_columns=False,
         report_to="none",
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=device.type == "cpu",
+        **precision_flags(t.precision, device),
+        # Several processes: each rank's loss is divided by the tokens of the whole global batch, so packed
+        # micro-batches of unequal token counts give the loss of one process (transformers #34242, #37474).
+        average_tokens_across_devices=True,
+        ddp_timeout=t.ddp_timeout,
+        ddp_find_unused_parameters=False,  # every LoRA weight takes part in every step
+        fsdp=t.fsdp,
+        fsdp_config=t.fsdp_config or None,
+        deepspeed=str(t.deepspeed) if t.deepspeed else None,
         dataloader_num_workers=0,
         disable_tqdm=False,  # progress bars stay on although we quiet transformers' logging
     )
@@ -165,9 +209,17 @@ def train(
     """Fine-tune `model` with LoRA. `collator` and `loss_fn` replace the padded defaults when given.
 
     `resume`: continue from the newest valid checkpoint in `run_dir/checkpoints` (from step 0 when there is none),
-    with the same losses and adapter as an uninterrupted run."""
+    with the same losses and adapter as an uninterrupted run.
+
+    In a multi-process run (train/distributed.py) every rank calls this with the same items; each trains its shard of
+    every global batch, and rank 0 alone writes metrics.jsonl, checkpoints' extras and the adapter, and scores the
+    task metric (`task_metric` is None on the other ranks)."""
     if not val_items:
         raise ConfigError("no validation examples: early stopping needs data.val or data.val_fraction")
+    world = world_size()
+    check_parallel(cfg, world)
+    if world > 1 and cfg.train.metric != "eval_loss":
+        task_metric = scored_on_rank_zero(task_metric)
     peft_model = add_lora(model, cfg)
     if collator is None:
         collator, default_loss = training_path(peft_model, cfg.train, tokenizer.pad_token_id)
@@ -175,7 +227,7 @@ def train(
     trainable, total = peft_model.get_nb_trainable_parameters()
     console.print(f"LoRA r={cfg.lora.r}: trainable params {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
 
-    total_steps = planned_steps(len(train_items), cfg)
+    total_steps = planned_steps(len(train_items), global_steps_config(cfg, world))
     logger = MetricsLogger(run_dir / "metrics.jsonl")
     divergence = DivergenceMonitor(cfg.train.divergence_evals, logger, console)
     sizing = RunSizing(console)
@@ -185,7 +237,8 @@ def train(
     if cfg.train.patience > 0:
         callbacks.append(EarlyStoppingCallback(cfg.train.patience, cfg.train.min_delta))
     callbacks += extra_callbacks or []  # after TaskMetric, so they see task metrics in on_evaluate
-    checkpoint = _resume_point(run_dir, logger, console) if resume else None
+    checkpoint = _resume_point(run_dir, logger, console, world) if resume and is_main_process() else None
+    checkpoint = share(checkpoint)  # rank 0 chose it (and set invalid ones aside): every rank resumes from it
     resumed_from = read_state(checkpoint)["step"] if checkpoint else None  # rotation may delete it later
     trainer = ResumableTrainer(
         model=peft_model,
@@ -202,13 +255,20 @@ def train(
         sampler_labels=[item.label for item in train_items],
     )
     warn_one_label_batches(trainer, cfg.train.sampler, train_items, console)
+    processes = f" in {world} processes (global batch {trainer.args.train_batch_size * world})" if world > 1 else ""
     console.print(
-        f"training: {len(train_items)} examples, {total_steps} optimizer steps, "
+        f"training: {len(train_items)} examples, {total_steps} optimizer steps{processes}, "
         f"validation on {len(val_items)} every {trainer.args.eval_steps} steps"
     )
     reset_peak_memory()  # the peak of training alone, not of loading or the base model's evaluation before it
     started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    try:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except Exception as exc:
+        lost = lost_process(exc)  # another rank died: say so in one line, not with a collective's traceback
+        if lost is None:
+            raise
+        raise lost from exc
     train_seconds = time.perf_counter() - started
     peak_gib = peak_memory_gib()
 
@@ -216,8 +276,10 @@ def train(
     adapter_dir = run_dir / "adapter"
     # safetensors; the best checkpoint is already restored by the Trainer. Swapped in whole: a kill mid-save
     # leaves the previous adapter/ (or none), never a mix.
-    save_dir_atomically(adapter_dir, lambda staged: peft_model.save_pretrained(staged))
     best_step = None if trainer.best_load_problem else step_of(Path(state.best_model_checkpoint or ""))
+    if is_main_process():
+        restored = run_dir / "checkpoints" / f"checkpoint-{best_step or state.global_step}"
+        save_dir_atomically(adapter_dir, lambda staged: _save_adapter(peft_model, cfg, world, restored, staged))
     stopped_early = state.global_step < state.max_steps
     logger.write(
         {
@@ -247,6 +309,16 @@ def train(
     return TrainResult(peft_model, adapter_dir, summary)
 
 
+def _save_adapter(peft_model: Any, cfg: Config, world: int, restored: Path, staged: Path) -> None:
+    """The restored weights as adapter/. Sharded over several ranks (train.fsdp, train.deepspeed), rank 0 holds a
+    shard only: the adapter is the restored checkpoint's, which the Trainer gathered from every rank to write."""
+    if world == 1 or not (cfg.train.fsdp or cfg.train.deepspeed is not None):
+        peft_model.save_pretrained(staged)
+        return
+    for name in ("adapter_model.safetensors", "adapter_config.json"):
+        shutil.copy2(restored / name, staged / name)
+
+
 def warn_one_label_batches(trainer: ResumableTrainer, sampler: str, items: list[Encoded], console: Console) -> None:
     """Warns, with figures, when the first epoch's batches would mix labels far less than random batches."""
     labels = [item.label for item in items]
@@ -258,13 +330,19 @@ def warn_one_label_batches(trainer: ResumableTrainer, sampler: str, items: list[
         console.print(f"[yellow]warning: {escape(warning)}[/]")
 
 
-def _resume_point(run_dir: Path, logger: MetricsLogger, console: Console) -> Path | None:
+def _resume_point(run_dir: Path, logger: MetricsLogger, console: Console, world: int = 1) -> Path | None:
     """The checkpoint to continue from; metrics.jsonl cut back to what was logged when it was written."""
     remove_stale_staging(run_dir)  # a half-written adapter/ of the killed run
     checkpoint = latest_valid_checkpoint(
         run_dir / "checkpoints", lambda message: console.print(f"[yellow]warning: {escape(message)}[/]")
     )
     state = read_state(checkpoint) if checkpoint else {"step": 0, "metrics_bytes": 0}
+    written_by = int(state.get("world_size", 1))
+    if written_by != world:  # the global batch, the data shards and each rank's RNG state belong to that count
+        raise TunewiseError(
+            f"{checkpoint} was written by {written_by} training process{'es' if written_by > 1 else ''}, this run has "
+            f"{world}: an exact resume needs the same number; resume it in {written_by} (--nproc {written_by})"
+        )
     if not logger.truncate(state["metrics_bytes"]):
         console.print(f"[yellow]warning: {escape(str(logger.path))} lost rows logged before step {state['step']}[/]")
     logger.write({"step": state["step"], "event": "resume", "checkpoint": checkpoint.name if checkpoint else None})
