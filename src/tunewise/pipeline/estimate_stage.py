@@ -115,7 +115,7 @@ def estimate_run(
     `probe_steps` > 0, `probe_steps` real training steps in a child process whose measurements replace the
     arithmetic's peak and time. `available_bytes`: the memory the run may use, when the caller measured it before
     its own work took some (a bake-off, before its first candidate); else measured now."""
-    device = training_device()
+    device = training_device(config.model.device)
     anatomy = read_anatomy(config.model)
     notes: list[str] = []
     data = _encoded_data(config, notes)
