@@ -16,7 +16,6 @@ it). A bad config or bad data raises `tunewise.TunewiseError` with the one-line 
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -124,13 +123,13 @@ def curate(config: ConfigSource, *, console: Console | None = None) -> CurationR
 
     outcome = curate_stage(_config(config), console or Console())
     result = outcome.result
-    rejected = dict(Counter(str(reject.category) for reject in result.rejects))
+    rejected = dict(result.reject_counts)
     steps = [
         {"name": s.name, "n_in": s.n_in, "kept": s.kept, "dropped": dict(s.dropped), "changed": s.changed}
         for s in result.steps
     ]
     return CurationResult(
-        outcome.splits, outcome.report_json, outcome.report_html, result.n_input, len(result.kept), steps, rejected
+        outcome.splits, outcome.report_json, outcome.report_html, result.n_input, result.kept_count, steps, rejected
     )
 
 

@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,8 @@ from tunewise.config import validate_config
 from tunewise.config.curate import CurateConfig
 from tunewise.core.html import CSP
 from tunewise.curate.base import Context
-from tunewise.curate.curation_report import MAX_PLOTTED_CLASSES, advice, build_report, write_report
+from tunewise.curate.curation_report import MAX_PLOTTED_CLASSES, build_report, write_report
+from tunewise.curate.curation_report import advice as report_advice
 from tunewise.curate.engine import run_steps
 from tunewise.data.records import Record
 
@@ -49,6 +51,10 @@ def decoded(uri: str) -> Image.Image:
     image.load()
     assert image.format == "PNG" and image.width > 100
     return image
+
+
+def _advice(train, kind, steps=()):
+    return report_advice(Counter(r.label for r in train if r.label is not None), len(train), kind, steps)
 
 
 def test_the_report_counts_every_record_and_embeds_both_figures(tmp_path: Path):
@@ -121,34 +127,34 @@ def test_an_empty_curated_set_still_gets_a_report(tmp_path: Path):
 )
 def test_classification_advice_at_its_thresholds(counts: dict[str, int], expected: list[str]):
     train = [rec("x", label) for label, n in counts.items() for _ in range(n)]
-    assert advice(train, "classification") == expected
+    assert _advice(train, "classification") == expected
 
 
 def test_a_balance_step_without_a_target_is_named_as_the_reason():
     train = [rec("x", "a")] * 700 + [rec("y", "b")] * 300
     steps = CurateConfig(steps=[{"step": "balance"}]).steps
-    (note,) = advice(train, "classification", steps)
+    (note,) = _advice(train, "classification", steps)
     assert note.endswith("the balance step has no per_class or total to sample to")
     off = CurateConfig(steps=[{"step": "balance", "per_class": 300, "enabled": False}]).steps
-    assert advice(train, "classification", off)[0].endswith("consider the balance step")  # a disabled step is none
+    assert _advice(train, "classification", off)[0].endswith("consider the balance step")  # a disabled step is none
 
 
 def test_generation_advice_wants_a_few_thousand_examples():
     chat = Record("chat", {"messages": [{"role": "user", "content": "hi"}]}, "in.jsonl", 1)
-    assert advice([chat] * 1999, "chat") == ["1999 training examples; generation tasks usually want a few thousand"]
-    assert advice([chat] * 2000, "chat") == []
+    assert _advice([chat] * 1999, "chat") == ["1999 training examples; generation tasks usually want a few thousand"]
+    assert _advice([chat] * 2000, "chat") == []
 
 
 def test_advice_knows_whether_a_balance_step_is_configured():
     train = [rec("x", "a")] * 400 + [rec("y", "b")] * 50
-    without = advice(train, "classification", [])
+    without = _advice(train, "classification", [])
     assert "class 'a' is 89% of the training set; consider the balance step" in without
     steps = CurateConfig(steps=[{"step": "balance", "per_class": 400}]).steps
-    notes = advice(train, "classification", steps)
+    notes = _advice(train, "classification", steps)
     assert not any("consider the balance step" in note for note in notes)
     assert any(note.startswith("class 'a' is 89% of the training set after the balance step") for note in notes)
     capped = CurateConfig(steps=[{"step": "balance", "per_class": 100}]).steps
-    assert advice([rec("x", "a")] * 100 + [rec("y", "b")] * 80, "classification", capped) == [
+    assert _advice([rec("x", "a")] * 100 + [rec("y", "b")] * 80, "classification", capped) == [
         "class 'a' has 100 training examples (the balance step's per_class); aim for a few hundred per class",
         "class 'b' has 80 training examples; aim for a few hundred per class",
     ]

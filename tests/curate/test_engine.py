@@ -15,8 +15,9 @@ from rich.console import Console
 from support.curate import rec
 from tunewise.config.curate import AnyStep, CurateConfig
 from tunewise.curate.base import Context
-from tunewise.curate.engine import STEP_TYPES, order_note, plan_steps, run_steps, write_splits
-from tunewise.curate.text_steps import ExactDedup
+from tunewise.curate.engine import STEP_TYPES, build_chain, curate_stream, local_map, order_note, plan_steps, run_steps
+from tunewise.curate.sinks import FileSink
+from tunewise.curate.text_steps import ExactDedup, Quality
 from tunewise.data.records import Record, Reject, RejectCategory
 from tunewise.errors import ConfigError, TunewiseError
 
@@ -180,9 +181,8 @@ def test_an_error_in_a_step_names_the_step_and_its_place_in_the_list():
 def test_an_unexpected_error_keeps_its_traceback_and_names_the_step(monkeypatch: pytest.MonkeyPatch):
     def broken(self, records, context):
         raise ValueError("boom")
-        yield
 
-    monkeypatch.setattr(ExactDedup, "__call__", broken)
+    monkeypatch.setattr(ExactDedup, "features", broken)
     cfg = CurateConfig(steps=[{"step": "quality"}, {"step": "exact_dedup"}])
     with pytest.raises(ValueError, match="boom") as caught:
         run_steps([rec("some text here")], [], cfg, ctx(), Console(quiet=True))
@@ -193,17 +193,25 @@ def test_a_step_that_loses_a_record_is_reported_as_a_bug(monkeypatch: pytest.Mon
     def lossy(self, records, context):
         return iter([])
 
-    monkeypatch.setattr(ExactDedup, "__call__", lossy)
-    with pytest.raises(TunewiseError, match="exact_dedup lost records: a bug"):
-        run_steps([rec("a b c")], [], CurateConfig(steps=[{"step": "exact_dedup"}]), ctx(), Console(quiet=True))
+    monkeypatch.setattr(Quality, "__call__", lossy)
+    with pytest.raises(TunewiseError, match="quality lost records: a bug"):
+        run_steps([rec("a b c")], [], CurateConfig(steps=[{"step": "quality"}]), ctx(), Console(quiet=True))
 
 
-def test_write_splits_writes_each_split_given_eval_records_and_all_rejects(tmp_path: Path):
+def _write(records, steps, folder: Path, given=(), given_rejects=()) -> dict[str, Path]:
+    """Curate `records` to files in `folder`, streamed through the FileSink."""
+    cfg = CurateConfig(steps=steps)
+    chain = build_chain(plan_steps(cfg.steps), ctx())
+    sink = FileSink(folder, folder.parent, list(given), list(given_rejects))
+    curate_stream(local_map(records), cfg, chain, folder.parent / f"{folder.name}-table", sink, Console(quiet=True))
+    return sink.paths
+
+
+def test_the_file_sink_writes_each_split_given_eval_records_and_all_rejects(tmp_path: Path):
     records = [rec("one", line=1), rec("one", line=2), rec("two", line=3, split="val")]
-    result = run_steps(records, [], CurateConfig(steps=[{"step": "exact_dedup"}]), ctx(), Console(quiet=True))
     given = [rec("held out", line=7, split="test")]
     given_rejects = [Reject("test.jsonl", 8, "label", "unknown label 'z'", "labels", category="label:unknown_label")]
-    paths = write_splits(result, tmp_path / "out", given, given_rejects)
+    paths = _write(records, [{"step": "exact_dedup"}], tmp_path / "out", given, given_rejects)
     assert sorted(paths) == ["test", "train", "val"]
 
     def rows(name: str) -> list[dict]:
@@ -216,6 +224,5 @@ def test_write_splits_writes_each_split_given_eval_records_and_all_rejects(tmp_p
         (2, "exact_dedup", "dedup:exact"),
         (8, "labels", "label:unknown_label"),
     ]
-    empty = run_steps([], [], CurateConfig(steps=[]), ctx(), Console(quiet=True))
-    assert sorted(write_splits(empty, tmp_path / "empty")) == ["train"]  # train is always written, even empty
+    assert sorted(_write([], [], tmp_path / "empty")) == ["train"]  # train is always written, even empty
     assert (tmp_path / "empty" / "train.jsonl").read_text() == ""

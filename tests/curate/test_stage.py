@@ -90,6 +90,10 @@ def test_curate_cli_writes_splits_rejects_and_a_report(tmp_path: Path):
     assert "input 55 = kept" in result.output
 
 
+def _rejects(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "rejects.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
 def test_eval_files_pass_through_and_decontaminate_train(tmp_path: Path):
     test = tmp_path / "test.jsonl"
     test.write_text(json.dumps({"text": "the cars number 0 are awful today indeed", "label": "neg"}) + "\n")
@@ -99,8 +103,8 @@ def test_eval_files_pass_through_and_decontaminate_train(tmp_path: Path):
     config = validate_config(_config(tmp_path, train, steps, test=str(test)))
     outcome = curate(config, Console(quiet=True))
     assert outcome.splits["test"].read_text().count("\n") == 1
-    drops = [r for r in outcome.result.rejects if r.stage == "decontaminate"]
-    assert [r.line for r in drops] == [1]
+    drops = [r for r in _rejects(outcome.report_json.parent) if r["stage"] == "decontaminate"]
+    assert [r["line"] for r in drops] == [1]
 
 
 lines = st.one_of(
@@ -165,8 +169,9 @@ def test_nothing_is_lost_and_nothing_crashes_on_hostile_input(tmp_path: Path, ra
         return
     result = outcome.result
     assert result.n_input == _expected_rows(raw_lines)
-    assert len(result.kept) + len(result.rejects) == result.n_input
-    assert all(r.reason for r in result.rejects)
+    assert result.kept_count + result.rejected == result.n_input
+    assert len(_rejects(outcome.report_json.parent)) == result.rejected
+    assert all(r["reason"] for r in _rejects(outcome.report_json.parent))
 
 
 def test_report_records_the_executed_order_and_what_normalize_changed(tmp_path: Path):

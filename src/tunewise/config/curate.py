@@ -168,6 +168,14 @@ class CurateConfig(BaseModel):
         description="bfloat16 is ~2x faster on CPUs with AVX512-BF16 (cosine to float32 >= 0.99), but its bits "
         "depend on the CPU's bf16 support: decisions fed by embeddings then reproduce only on the same CPU type",
     )
+    engine: Literal["local", "ray"] = Field(
+        "local",
+        description="local: this process, streaming the input in chunks; ray: the same steps on Ray Data "
+        "(pip install 'tunewise[ray]'), with the same decisions",
+    )
+    ray_address: str | None = Field(
+        None, description="the Ray cluster to join (e.g. ray://head:10001 or auto); unset: a local Ray"
+    )
     steps: list[AnyStep] = Field(
         description="the steps; they run by kind whatever the list order: cleaning, relevance, split, "
         "decontaminate, then balance (list order holds within a kind)"

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tunewise.config import Config
 from tunewise.core.html import render_page, write_page
 from tunewise.core.plots import data_uri, literal, new_figure, png_bytes
@@ -25,34 +27,34 @@ PNG_DPI = 110
 def build_report(
     result: CurationResult, config: Config, given: list[Record] = (), given_rejected: int = 0
 ) -> dict[str, Any]:
-    kept = [*result.kept, *given]
-    train = [r for r in kept if (r.split or "train") == "train"]
+    split_sizes = result.split_sizes + Counter(r.split or "train" for r in given)
+    train_size = split_sizes.get("train", 0)
+    steps = config.curate.steps if config.curate is not None else []
     report: dict[str, Any] = {
-        "totals": {"input": result.n_input, "kept": len(result.kept), "rejected": len(result.rejects)},
+        "totals": {"input": result.n_input, "kept": result.kept_count, "rejected": result.rejected},
         "eval_files": {"records": len(given), "rejected": given_rejected},
         "steps": [vars(s) for s in result.steps],
         "executed_order": result.executed_order,
         "reordered": result.reordered,
-        "split_sizes": dict(Counter(r.split or "train" for r in kept)),
-        "class_balance": {"before": _labels(result.initial), "after": _labels(train)},
+        "split_sizes": {k: split_sizes[k] for k in ("train", "val", "test") if k in split_sizes},
+        "class_balance": {"before": _sorted(result.labels_before), "after": _sorted(result.labels_train)},
         "cluster_sizes": {k: v[:50] for k, v in result.context.cluster_sizes.items()},
         "notes": result.context.notes,
-        "advice": advice(train, config.data.kind, config.curate.steps if config.curate is not None else []),
+        "advice": advice(result.labels_train, train_size, config.data.kind, steps),
     }
     report["plots"] = {
         "class_balance": _bar_png(report["class_balance"]) if report["class_balance"]["before"] else None,
-        "lengths": _hist_png(result.initial, train),
+        "lengths": _hist_png(np.asarray(result.lengths_before), np.asarray(result.lengths_train)),
     }
     return report
 
 
-def advice(train: list[Record], kind: str, steps: Sequence[Any] = ()) -> list[str]:
+def advice(counts: Counter[str], train_size: int, kind: str, steps: Sequence[Any] = ()) -> list[str]:
     """Dataset-size advice on the curated training set, aware of the configured steps: no "consider the
     balance step" when one is configured, but what it could and could not do."""
     balance = next((s for s in steps if s.step == "balance" and s.enabled), None)
     notes = []
     if kind == "classification":
-        counts = Counter(r.label for r in train)
         cap = getattr(balance, "per_class", None)
         for label, n in sorted(counts.items()):
             if n < MIN_PER_CLASS:
@@ -62,8 +64,8 @@ def advice(train: list[Record], kind: str, steps: Sequence[Any] = ()) -> list[st
         if total and counts and max(counts.values()) / total > DOMINANT_SHARE:
             label, n = counts.most_common(1)[0]
             notes.append(f"class '{label}' is {n / total:.0%} of the training set{_balance_note(balance)}")
-    elif len(train) < MIN_GENERATIVE:
-        notes.append(f"{len(train)} training examples; generation tasks usually want a few thousand")
+    elif train_size < MIN_GENERATIVE:
+        notes.append(f"{train_size} training examples; generation tasks usually want a few thousand")
     return notes
 
 
@@ -89,8 +91,8 @@ def write_report(report: dict[str, Any], output: Path) -> tuple[Path, Path]:
     return json_path, html_path
 
 
-def _labels(records: list[Record]) -> dict[str, int]:
-    return dict(sorted(Counter(r.label for r in records if r.label is not None).items()))
+def _sorted(counts: Counter[str]) -> dict[str, int]:
+    return dict(sorted(counts.items()))
 
 
 def _bar_png(balance: dict[str, dict[str, int]]) -> str:
@@ -118,21 +120,21 @@ def _tick(label: str) -> str:
     return literal(label if len(label) <= MAX_TICK_CHARS else label[: MAX_TICK_CHARS - 1] + "…")
 
 
-def _hist_png(before: list[Record], after: list[Record]) -> str:
+def _hist_png(lengths_before: np.ndarray, lengths_after: np.ndarray) -> str:
     """Text lengths in words, input vs curated training set, as a PNG data: URI."""
     fig = new_figure(6, 3)
     ax = fig.subplots()
-    lengths_before = [len(r.text.split()) for r in before]
-    lengths_after = [len(r.text.split()) for r in after]
-    bins = range(0, max([*lengths_before, *lengths_after, 1]) + 2, max(1, max([*lengths_before, 1]) // 40))
+    longest_before = int(lengths_before.max()) if len(lengths_before) else 1
+    longest = max(longest_before, int(lengths_after.max()) if len(lengths_after) else 1, 1)
+    bins = range(0, longest + 2, max(1, longest_before // 40))
     # Shares, not counts: the curated set is often 1-5% of the input and would not show on one axis.
-    if lengths_before:
-        ax.hist(lengths_before, bins=bins, alpha=0.5, label=f"input ({len(before)})", density=True)
-    if lengths_after:  # an empty set has no distribution (and density would divide by zero)
-        ax.hist(lengths_after, bins=bins, alpha=0.6, label=f"curated train ({len(after)})", density=True)
+    if len(lengths_before):
+        ax.hist(lengths_before, bins=bins, alpha=0.5, label=f"input ({len(lengths_before)})", density=True)
+    if len(lengths_after):  # an empty set has no distribution (and density would divide by zero)
+        ax.hist(lengths_after, bins=bins, alpha=0.6, label=f"curated train ({len(lengths_after)})", density=True)
     ax.set_xlabel("words")
     ax.set_ylabel("share of records")
-    if lengths_before or lengths_after:
+    if len(lengths_before) or len(lengths_after):
         ax.legend()
     ax.set_title("Length distribution")
     return data_uri(png_bytes(fig, dpi=PNG_DPI))

@@ -9,27 +9,30 @@ listed, all but the last only shrink the pool where they stand (to spare later, 
 
 from __future__ import annotations
 
-import re
-import time
-from collections import Counter, defaultdict
-from collections.abc import Callable
+import tempfile
+from array import array
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
 
 from tunewise.config.curate import CurateConfig, StepSettings
 from tunewise.core.progress import progress_bar
-from tunewise.curate.base import Context, Step, Verdict, fixed_threads
+from tunewise.curate.base import SPLIT_CODES, Context, Step, fixed_threads
+from tunewise.curate.chain import CATEGORIES, READ_REJECT, Chain, chunked, read_spool_line
+from tunewise.curate.decide import Decided, StepReport, decide_all
 from tunewise.curate.dedup import Decontaminate, NearDedup, SemanticDedup
 from tunewise.curate.select_steps import Balance, LabelErrors, Relevance, Split
+from tunewise.curate.sinks import ListSink, Sink
+from tunewise.curate.table import Table
 from tunewise.curate.text_steps import Confidence, Conflicts, ExactDedup, Normalize, Quality, Validate
-from tunewise.data.jsonl import write_jsonl
 from tunewise.data.normalize import inference_normalization
-from tunewise.data.records import Record, Reject, reject_category
+from tunewise.data.records import Record, Reject, RejectCategory
 from tunewise.errors import TunewiseError
 
 
@@ -67,21 +70,6 @@ STEP_TYPES: dict[str, tuple[Callable[..., Step], Category]] = {
 MAX_EXAMPLES_PER_REASON = 3
 
 
-@dataclass
-class StepReport:
-    name: str
-    enabled: bool
-    n_in: int
-    kept: int
-    dropped: dict[str, int] = field(default_factory=dict)
-    examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    seconds: float = 0.0
-    changed: int = 0  # kept records the step modified
-    changes: dict[str, int] = field(default_factory=dict)  # records per kind of change (one record, many kinds)
-    position: int | None = None  # 1-based place in the config's list of steps (None: reading the file)
-    category: str = ""
-
-
 @dataclass(frozen=True)
 class PlannedStep:
     position: int  # 1-based place in the config's list
@@ -95,14 +83,27 @@ class PlannedStep:
 
 @dataclass
 class CurationResult:
-    kept: list[Record]
-    rejects: list[Reject]
+    """What curation did: per-step reports, and counts of what it kept and rejected. `kept` and `rejects` hold
+    the records themselves only when curating an in-memory list (run_steps); files are streamed instead."""
+
     steps: list[StepReport]
     n_input: int
     context: Context
-    initial: list[Record]
+    kept_count: int = 0
+    reject_counts: Counter[str] = field(default_factory=Counter)  # by category
+    split_sizes: Counter[str] = field(default_factory=Counter)
+    labels_before: Counter[str] = field(default_factory=Counter)
+    labels_train: Counter[str] = field(default_factory=Counter)
+    lengths_before: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+    lengths_train: array[int] = field(default_factory=lambda: array("i"))
     executed_order: list[str] = field(default_factory=list)  # enabled steps, as they ran
     reordered: bool = False  # the steps ran in another order than the list's
+    kept: list[Record] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+
+    @property
+    def rejected(self) -> int:
+        return sum(self.reject_counts.values())
 
 
 def plan_steps(steps: list[StepSettings]) -> list[PlannedStep]:
@@ -135,6 +136,104 @@ def build_step(
     return STEP_TYPES[name][0](settings)
 
 
+def build_chain(
+    plan: list[PlannedStep],
+    ctx: Context,
+    labels: list[str] | None = None,
+    lengths_of: Callable[[list[Record]], list[int | str]] | None = None,
+) -> Chain:
+    steps = [(slot, build_step(p.settings, labels, lengths_of)) for slot, p in enumerate(plan) if p.settings.enabled]
+    return Chain(steps, ctx, {slot: p.position for slot, p in enumerate(plan)})
+
+
+MapStage = Callable[[Chain, Table, Progress], None]  # runs every chunk through the chain, into the table
+
+
+def curate_stream(
+    map_stage: MapStage, cfg: CurateConfig, chain: Chain, workdir: Path, sink: Sink, console: Console
+) -> CurationResult:
+    """Both stages and the output: the map stage (local or Ray) fills the table, the plan's steps decide in
+    order, and a last pass over the spool hands every row to the sink as kept or rejected."""
+    plan = plan_steps(cfg.steps)
+    note = order_note(plan)
+    if note:
+        console.print(escape(note))
+    table = Table(workdir)
+    with progress_bar(console, transient=False, label_width=16) as progress, fixed_threads():
+        map_stage(chain, table, progress)
+        decided = decide_all(plan, dict(chain.steps), table, chain.ctx)
+    result = CurationResult([_read_report(table), *decided.reports], table.rows, chain.ctx)
+    result.executed_order = [p.name for p in plan if p.settings.enabled]
+    result.reordered = note is not None
+    result.lengths_before = np.asarray(table.read("length_in"))
+    result.lengths_before = result.lengths_before[result.lengths_before >= 0]
+    labels = np.asarray(table.read("label"))
+    result.labels_before = Counter(
+        {table.labels[c]: int(n) for c, n in zip(*np.unique(labels[labels >= 0], return_counts=True), strict=True)}
+    )
+    write_rows(table, decided, plan, sink, result)
+    if result.kept_count + result.rejected != result.n_input:
+        raise TunewiseError(
+            f"curation lost records ({result.n_input} in, {result.kept_count} kept, {result.rejected} rejected)"
+        )
+    return result
+
+
+def _read_report(table: Table) -> StepReport:
+    status, categories = np.asarray(table.read("status")), np.asarray(table.read("categories"))
+    bad = status == READ_REJECT
+    codes = Counter(CATEGORIES[c].value for c in categories[bad])
+    return StepReport("read", True, table.rows, table.rows - int(bad.sum()), dict(codes))
+
+
+def write_rows(table: Table, decided: Decided, plan: list[PlannedStep], sink: Sink, result: CurationResult) -> None:
+    """The last pass: each spooled row to the sink, kept (with its split) or as a reject with its reason."""
+    status, lengths = np.asarray(table.read("status")), np.asarray(table.read("length_out"))
+    with table.spool.open(encoding="utf-8") as fh:
+        for row, line in enumerate(fh):
+            item, reason = read_spool_line(line)
+            if isinstance(item, Reject):
+                _rejected(sink, result, replace(item, stage="validate"), None)
+                continue
+            slot = int(status[row]) if status[row] >= 0 else None
+            category: RejectCategory | None = None
+            if slot is not None:
+                category = CATEGORIES[int(table.read("categories")[row])]
+            elif row in decided.drops:
+                slot, category, why = decided.drops[row]
+                reason = why if isinstance(why, str) else why(item)
+            if slot is not None and category is not None:
+                reject = Reject(
+                    item.source, item.line, None, reason or "", plan[slot].name, item.to_row(), category=category
+                )
+                _example(result.steps[slot + 1], item, category, reason or "")
+                _rejected(sink, result, reject, slot)
+                continue
+            record = replace(item, split=SPLIT_CODES[decided.splits[row]] or None)
+            if row in decided.extra:
+                record = replace(record, extra={**record.extra, **decided.extra[row]})
+            split = record.split or "train"
+            result.kept_count += 1
+            result.split_sizes[split] += 1
+            if split == "train":
+                if record.label is not None:
+                    result.labels_train[record.label] += 1
+                result.lengths_train.append(int(lengths[row]))
+            sink.keep(record)
+    sink.finish([None, *range(len(plan))])
+
+
+def _rejected(sink: Sink, result: CurationResult, reject: Reject, slot: int | None) -> None:
+    result.reject_counts[reject.category.value] += 1
+    sink.reject(reject, slot)
+
+
+def _example(report: StepReport, record: Record, category: RejectCategory, reason: str) -> None:
+    examples = report.examples.setdefault(category.value, [])
+    if len(examples) < MAX_EXAMPLES_PER_REASON:
+        examples.append({"where": record.where, "text": record.text[:300], "reason": reason})
+
+
 def run_steps(
     records: list[Record],
     read_rejects: list[Reject],
@@ -144,115 +243,24 @@ def run_steps(
     labels: list[str] | None = None,
     lengths_of: Callable[[list[Record]], list[int | str]] | None = None,
 ) -> CurationResult:
-    n_input = len(records) + len(read_rejects)
-    rejects = [replace_stage(r, "validate") for r in read_rejects]
-    reports = [StepReport("read", True, n_input, len(records), dict(Counter(r.category.value for r in rejects)))]
-    plan = plan_steps(cfg.steps)
-    note = order_note(plan)
-    if note:
-        console.print(escape(note))
-    initial, current = records, records
-    with progress_bar(console, transient=False, label_width=16) as progress, fixed_threads():
-        for planned in plan:
-            step = build_step(planned.settings, labels, lengths_of)
-            enabled, n = planned.settings.enabled, len(current)
-            report = StepReport(step.name, enabled, n, n, position=planned.position, category=planned.category.name)
-            if enabled:
-                try:
-                    current = _run_step(step, planned.category, current, ctx, progress, report, rejects)
-                except TunewiseError as exc:
-                    raise _naming_step(exc, planned) from None
-                except Exception as exc:  # a bug: the traceback stays, with the step it happened in
-                    exc.add_note(f"in curate step {planned.position} ({planned.name})")
-                    raise
-            reports.append(report)
-    if len(current) + len(rejects) != n_input:
-        raise TunewiseError(f"curation lost records ({n_input} in, {len(current)} kept, {len(rejects)} rejected)")
-    order = [p.name for p in plan if p.settings.enabled]
-    return CurationResult(current, rejects, reports, n_input, ctx, initial, order, note is not None)
+    """Curation of an in-memory list (read rejects after the records), with the kept records and the rejects
+    in the result: the same stages a file goes through, in this process."""
+    items: list[Record | Reject] = [*records, *read_rejects]
+    chain = build_chain(plan_steps(cfg.steps), ctx, labels, lengths_of)
+    sink = ListSink()
+    with tempfile.TemporaryDirectory(prefix="tunewise-curate-") as workdir:
+        result = curate_stream(local_map(items), cfg, chain, Path(workdir), sink, console)
+    result.kept, result.rejects = sink.kept, sink.ordered
+    return result
 
 
-def _run_step(
-    step: Step,
-    category: Category,
-    current: list[Record],
-    ctx: Context,
-    progress: Progress,
-    report: StepReport,
-    rejects: list[Reject],
-) -> list[Record]:
-    """The records the step keeps (those it does not see included), with its counts in `report` and its
-    drops appended to `rejects`."""
-    fed_at = [i for i, r in enumerate(current) if not category.training_only or (r.split or "train") == "train"]
-    task = progress.add_task(step.name, total=len(fed_at))
-    started = time.perf_counter()
-    verdicts: list[Verdict] = []
-    for verdict in step([current[i] for i in fed_at], ctx):  # one verdict per record, in order
-        progress.advance(task)
-        verdicts.append(verdict)
-    if len(verdicts) != len(fed_at):
-        raise TunewiseError(f"curation step {step.name} lost records: a bug, please report it")
-    verdict_at = dict(zip(fed_at, verdicts, strict=True))
-    kept: list[Record] = []
-    for i, record in enumerate(current):
-        verdict = verdict_at.get(i)
-        if verdict is None:  # a val/test record, which a training-only step passes untouched
-            kept.append(record)
-        elif verdict.drop is None:
-            kept.append(verdict.record)
-            report.changed += bool(verdict.changes)
-            for kind in sorted(verdict.changes):
-                report.changes[kind] = report.changes.get(kind, 0) + 1
-        else:
-            rejects.append(_reject(verdict, step.name, report))
-    report.kept, report.seconds = len(kept), time.perf_counter() - started
-    return kept
+def local_map(items: Iterable[Record | Reject], total: int | None = None) -> MapStage:
+    """The map stage in this process: chunk after chunk, so memory holds one chunk's records at a time."""
 
+    def run(chain: Chain, table: Table, progress: Progress) -> None:
+        task = progress.add_task("steps", total=total)
+        for chunk in chunked(items):
+            table.add(chain.run(chunk, table.rows))
+            progress.advance(task, len(chunk))
 
-def _reject(verdict: Verdict, stage: str, report: StepReport) -> Reject:
-    """The dropped record as a reject, counted in the step's report (with a few examples per reason)."""
-    category = reject_category(verdict.category)  # a drop always has one (Verdict checks it)
-    record = verdict.record
-    report.dropped[category.value] = report.dropped.get(category.value, 0) + 1
-    examples = report.examples.setdefault(category.value, [])
-    if len(examples) < MAX_EXAMPLES_PER_REASON:
-        examples.append({"where": record.where, "text": record.text[:300], "reason": verdict.drop})
-    return Reject(
-        record.source,
-        record.line,
-        None,
-        verdict.drop or "",
-        stage=stage,
-        raw=record.to_row(),
-        category=category,
-    )
-
-
-def _naming_step(exc: TunewiseError, planned: PlannedStep) -> TunewiseError:
-    """The same error, its message led by the step and its place in the user's list (without the step's own
-    shorter prefix, e.g. "curate split: ...")."""
-    message = re.sub(rf"^curate {re.escape(planned.name)}( step)?: ", "", str(exc))
-    exc.args = (f"curate step {planned.position} ({planned.name}): {message}",)
-    return exc
-
-
-def replace_stage(reject: Reject, stage: str) -> Reject:
-    return replace(reject, stage=stage)
-
-
-def write_splits(
-    result: CurationResult, output: Path, given: list[Record] = (), given_rejects: list[Reject] = ()
-) -> dict[str, Path]:
-    output.mkdir(parents=True, exist_ok=True)
-    by_split: dict[str, list[Record]] = defaultdict(list)
-    for record in [*result.kept, *given]:
-        by_split[record.split or "train"].append(record)
-    paths = {}
-    for split in ("train", "val", "test"):
-        if split not in by_split and split != "train":
-            continue
-        path = output / f"{split}.jsonl"
-        write_jsonl(path, (record.to_row() for record in by_split.get(split, [])))
-        paths[split] = path
-    write_jsonl(output / "rejects.jsonl", (reject.to_json() for reject in [*result.rejects, *given_rejects]))
-    return paths
+    return run

@@ -1,17 +1,17 @@
-"""Steps that look at the whole set: label errors (cleanlab), relevance, balance, split."""
+"""Set steps that select: label errors (cleanlab), relevance, balance, split."""
 
 from __future__ import annotations
 
 import math
 import random
 from collections import defaultdict
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
 from tunewise.config.curate import BalanceStep, LabelErrorsStep, RelevanceStep, SplitStep
-from tunewise.curate.base import Context, Verdict, drop, keep
+from tunewise.curate.base import SPLIT_CODES, Context, Decisions, Rows, Verdict, verdicts_of
 from tunewise.data.records import Record, RejectCategory
 from tunewise.errors import ConfigError
 
@@ -23,63 +23,89 @@ class LabelErrors:
     settings: LabelErrorsStep
     name: str = "label_errors"
 
-    def __call__(self, records: list[Record], ctx: Context) -> Iterator[Verdict]:
+    def features(self, records: list[Record], ctx: Context) -> dict[str, np.ndarray]:
+        return {"embedding": ctx.embed(records)}
+
+    def decide(self, rows: Rows, ctx: Context) -> Decisions:
         from cleanlab.filter import find_label_issues
         from sklearn.linear_model import LogisticRegression
         from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-        labels = sorted({r.label for r in records if r.label is not None})
-        counts = [sum(r.label == label for r in records) for label in labels]
+        names = [rows.label(i) for i in range(len(rows))]
+        labels = sorted({name for name in names if name is not None})
+        counts = [names.count(label) for label in labels]
         if len(labels) < 2 or min(counts) < self.settings.folds:
             ctx.notes["label_errors"] = "skipped: needs two classes with at least `folds` records each"
-            yield from map(keep, records)
-            return
-        y = np.array([labels.index(r.label) for r in records])
+            return Decisions()
+        y = np.array([labels.index(name) for name in names])
         folds = StratifiedKFold(self.settings.folds, shuffle=True, random_state=ctx.seed)
-        probs = cross_val_predict(
-            LogisticRegression(max_iter=1000), ctx.embed(records), y, cv=folds, method="predict_proba"
-        )
-        issues = set(find_label_issues(y, probs, return_indices_ranked_by="self_confidence").tolist())
+        vectors = np.asarray(rows.features["embedding"], dtype=np.float32)
+        probs = cross_val_predict(LogisticRegression(max_iter=1000), vectors, y, cv=folds, method="predict_proba")
+        issues = sorted(find_label_issues(y, probs, return_indices_ranked_by="self_confidence").tolist())
         ctx.notes["label_errors_found"] = len(issues)
-        for i, record in enumerate(records):
-            if i not in issues:
-                yield keep(record)
-                continue
+        decided = Decisions()
+        for i in issues:
             guess = labels[int(probs[i].argmax())]
-            reason = f"likely label error: given {record.label!r}, classifier says {guess!r} (p={probs[i].max():.2f})"
+            reason = f"likely label error: given {names[i]!r}, classifier says {guess!r} (p={probs[i].max():.2f})"
             if self.settings.action == "drop":
-                yield drop(record, RejectCategory.LIKELY_LABEL_ERROR, reason)
+                decided.drops[i] = (RejectCategory.LIKELY_LABEL_ERROR, reason)
             else:
-                yield keep(replace(record, extra={**record.extra, "label_issue": reason}))
+                decided.extra[i] = {"label_issue": reason}
+        return decided
+
+    def __call__(self, records: list[Record], ctx: Context) -> Iterator[Verdict]:
+        return verdicts_of(self, records, ctx)
 
 
 @dataclass
 class Relevance:
-    """Keeps the records most similar to the task description and/or seed examples."""
+    """Keeps the records most similar to the task description and/or seed examples. The score is per record
+    (computed with the records' embeddings); only top_k needs the whole pool."""
 
     settings: RelevanceStep
     name: str = "relevance"
 
-    def __call__(self, records: list[Record], ctx: Context) -> Iterator[Verdict]:
+    def check(self) -> list[str]:
         s = self.settings
         queries = ([s.description] if s.description else []) + list(s.seeds)
         if not queries or (s.top_k is None and s.min_score is None):
             raise ConfigError("curate relevance step: give a description or seeds, and top_k or min_score")
-        probes = [Record("completion", {"prompt": q, "completion": ""}, "config", 0) for q in queries]
-        scores = (ctx.embed(records) @ ctx.embed(probes).T).max(axis=1) if records else np.zeros(0)
+        return queries
+
+    def features(self, records: list[Record], ctx: Context) -> dict[str, np.ndarray]:
+        probes = [Record("completion", {"prompt": q, "completion": ""}, "config", 0) for q in self.check()]
+        if not records:
+            return {"score": np.zeros(0, dtype=np.float32)}
+        return {"score": (ctx.embed(records) @ ctx.embed(probes).T).max(axis=1).astype(np.float32)}
+
+    def decide(self, rows: Rows, ctx: Context) -> Decisions:
+        s = self.settings
+        self.check()
+        scores = np.asarray(rows.features["score"], dtype=np.float32)
         cutoff = s.min_score if s.min_score is not None else -1.0
-        if s.top_k is not None and len(records) > s.top_k:
+        if s.top_k is not None and len(scores) > s.top_k:
             cutoff = max(cutoff, float(np.sort(scores)[-s.top_k]))
         ctx.notes["relevance_cutoff"] = cutoff
-        ranked_in = 0
-        for record, score in zip(records, scores, strict=True):
+        decided, ranked_in = Decisions(), 0
+        for i, score in enumerate(scores.tolist()):
             top_k_full = s.top_k is not None and ranked_in >= s.top_k
             if score >= cutoff and not top_k_full:
                 ranked_in += 1
-                yield keep(record)
             else:
                 reason = f"similarity to the task {score:.3f} < cutoff {cutoff:.3f}"
-                yield drop(record, RejectCategory.LOW_RELEVANCE, reason)
+                decided.drops[i] = (RejectCategory.LOW_RELEVANCE, reason)
+        return decided
+
+    def __call__(self, records: list[Record], ctx: Context) -> Iterator[Verdict]:
+        return verdicts_of(self, records, ctx)
+
+
+def label_groups(rows: Rows, positions: Iterable[int]) -> dict[str, list[int]]:
+    """Row positions by label name ("" for none), labels in order of first appearance."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i in positions:
+        groups[rows.label(i) or ""].append(i)
+    return groups
 
 
 @dataclass
@@ -89,22 +115,26 @@ class Balance:
     settings: BalanceStep
     name: str = "balance"
 
-    def __call__(self, records: list[Record], ctx: Context) -> Iterator[Verdict]:
+    def features(self, records: list[Record], ctx: Context) -> dict[str, np.ndarray]:
+        return {}
+
+    def decide(self, rows: Rows, ctx: Context) -> Decisions:
         rng = random.Random(ctx.seed)
-        groups: dict[str, list[int]] = defaultdict(list)
-        for i, record in enumerate(records):
-            groups[record.label or ""].append(i)
+        groups = label_groups(rows, range(len(rows)))
         caps = self._caps({label: len(ix) for label, ix in groups.items()})
         chosen: set[int] = set()
         for label, index in groups.items():
             chosen.update(rng.sample(index, min(caps[label], len(index))))
-        for i, record in enumerate(records):
-            if i in chosen:
-                yield keep(record)
-            else:
-                label = record.label or "all"
-                reason = f"class {label!r} sampled down to {caps[record.label or '']}"
-                yield drop(record, RejectCategory.BALANCE_CAPPED, reason)
+        decided = Decisions()
+        for i in range(len(rows)):
+            if i not in chosen:
+                label = rows.label(i)
+                reason = f"class {label or 'all'!r} sampled down to {caps[label or '']}"
+                decided.drops[i] = (RejectCategory.BALANCE_CAPPED, reason)
+        return decided
+
+    def __call__(self, records: list[Record], ctx: Context) -> Iterator[Verdict]:
+        return verdicts_of(self, records, ctx)
 
     def _caps(self, sizes: dict[str, int]) -> dict[str, int]:
         s = self.settings
@@ -126,33 +156,35 @@ class Split:
     settings: SplitStep
     name: str = "split"
 
-    def __call__(self, records: list[Record], ctx: Context) -> Iterator[Verdict]:
+    def features(self, records: list[Record], ctx: Context) -> dict[str, np.ndarray]:
+        return {}
+
+    def decide(self, rows: Rows, ctx: Context) -> Decisions:
         rng = random.Random(ctx.seed)
-        open_ = [i for i, r in enumerate(records) if r.split is None]
-        existing = {r.split for r in records} | set(ctx.reference_splits)
+        splits = np.asarray(rows.splits, dtype=np.int8).copy()
+        open_ = np.flatnonzero(splits == 0).tolist()
+        existing = {SPLIT_CODES[c] for c in np.unique(splits)} | set(ctx.reference_splits)
         n = len(open_)
         if n == 0:  # every record was dropped earlier: nothing to split, and no reason to stop the report
-            yield from map(keep, records)
-            return
+            return Decisions(splits=splits)
         n_test = 0 if "test" in existing else _size(self.settings.test, n)
         n_val = 0 if "val" in existing else _size(self.settings.val, n)
         if n_test + n_val >= n:
             raise ConfigError(f"curate split: val {n_val} + test {n_test} leave no training records of {n}")
-        groups: dict[str, list[int]] = defaultdict(list)
-        for i in open_:
-            groups[records[i].label or ""].append(i)
-        assigned: dict[int, str] = {}
+        groups = label_groups(rows, open_)
         labels = sorted(groups)
         sizes = [len(groups[label]) for label in labels]
+        splits[open_] = SPLIT_CODES.index("train")
         # Largest remainders: per-class shares that add up to exactly n_test / n_val.
         for label, k_test, k_val in zip(labels, apportion(n_test, sizes), apportion(n_val, sizes), strict=True):
             index = groups[label]
             rng.shuffle(index)
-            assigned.update({i: "test" for i in index[:k_test]})
-            assigned.update({i: "val" for i in index[k_test : k_test + k_val]})
-        for i, record in enumerate(records):
-            split = assigned.get(i, "train") if record.split is None else record.split
-            yield keep(replace(record, split=split))
+            splits[index[:k_test]] = SPLIT_CODES.index("test")
+            splits[index[k_test : k_test + k_val]] = SPLIT_CODES.index("val")
+        return Decisions(splits=splits)
+
+    def __call__(self, records: list[Record], ctx: Context) -> Iterator[Verdict]:
+        return verdicts_of(self, records, ctx)
 
 
 def apportion(total: int, sizes: list[int]) -> list[int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -12,11 +13,12 @@ from rich.markup import escape
 from tunewise.config import Config, DataConfig
 from tunewise.curate.base import Context
 from tunewise.curate.curation_report import build_report, write_report
-from tunewise.curate.engine import CurationResult, plan_steps, run_steps, write_splits
+from tunewise.curate.engine import CurationResult, MapStage, build_chain, curate_stream, local_map, plan_steps
+from tunewise.curate.sinks import FileSink
 from tunewise.data.files import display_path
 from tunewise.data.readers import known_labels
 from tunewise.data.records import Record, Reject, RejectCategory, brief
-from tunewise.data.splits import SKIP_HINT, check_data_paths, load_file
+from tunewise.data.splits import SKIP_HINT, check_data_paths, iter_file, load_file
 from tunewise.errors import ConfigError, DataError, RenderError
 
 
@@ -28,19 +30,23 @@ class CurateOutcome:
     result: CurationResult
 
 
-def curate(config: Config, console: Console, for_run: bool = False) -> CurateOutcome:
+def curate(
+    config: Config, console: Console, for_run: bool = False, engine: str | None = None, address: str | None = None
+) -> CurateOutcome:
     """`for_run` (curation as the first stage of `tunewise run`): after the outputs are written, a
     DataError if the curated data cannot be trained on (no training records, or a given val/test file
-    with none left), naming the rejects file that says why."""
+    with none left), naming the rejects file that says why. `engine` (local or ray) and `address` (of a Ray
+    cluster) override curate.engine and curate.ray_address."""
     if config.curate is None:
         raise ConfigError("the config has no curate: section; add one (see configs/ and examples/)")
     cfg = config.curate
-    plan_steps(cfg.steps)  # a config the steps cannot run fails before anything is read
+    engine = engine or cfg.engine
+    plan = plan_steps(cfg.steps)  # a config the steps cannot run fails before anything is read
+    map_stage_of = _map_stage(engine, address or cfg.ray_address)  # a missing Ray fails before reading too
     # Curation accounts for bad rows instead of stopping on the first one.
     data = config.data.model_copy(update={"on_error": "skip"})
     check_data_paths(data)  # every path, before anything is read or written
-    records, read_rejects, total = load_file(data.train, data)
-    labels = config.data.labels or sorted({r.label for r in records if r.label is not None})
+    labels = config.data.labels or (_training_labels(data) if _needs_labels(config, data) else [])
     reference: list[Record] = []
     passthrough_rejects: list[Reject] = []
     given_counts: dict[str, tuple[int, int]] = {}  # split -> (records read, records kept)
@@ -61,22 +67,48 @@ def curate(config: Config, console: Console, for_run: bool = False) -> CurateOut
         reference_splits=tuple(s for s in ("val", "test") if getattr(data, s) is not None),
     )
     console.print(
-        f"curate: {len(records) + len(read_rejects)} rows from {escape(display_path(data.train))}"
+        f"curate: reading {escape(display_path(data.train))} ({engine} engine)"
         + (f"; {len(reference)} eval records given as files" if reference else "")
     )
-    result = run_steps(records, read_rejects, cfg, ctx, console, config.data.labels, _lengths_fn(config))
-    # Eval files pass through untouched: they are what the fine-tune is measured against.
-    splits = write_splits(result, cfg.output, reference, passthrough_rejects)
+    chain = build_chain(plan, ctx, config.data.labels, _lengths_fn(config, labels))
+    cfg.output.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".curate-work-", dir=cfg.output) as workdir:
+        sink = FileSink(cfg.output, Path(workdir), reference, passthrough_rejects)
+        # Eval files pass through untouched: they are what the fine-tune is measured against.
+        result = curate_stream(map_stage_of(data), cfg, chain, Path(workdir) / "table", sink, console)
+    splits = sink.paths
     report = build_report(result, config, reference, len(passthrough_rejects))
     report_json, report_html = write_report(report, cfg.output)
     _print_summary(console, report, splits, report_html)
     # The outputs are written whatever happens (empty ones included): the report and rejects say why.
-    problems = _unusable(result, {"train": (total, len(result.kept)), **given_counts}, data, cfg.output)
+    problems = _unusable(result, {"train": (result.n_input, result.kept_count), **given_counts}, data, cfg.output)
     if for_run and problems:
         raise problems[0]
     for problem in problems:
         console.print(f"[yellow]warning: {escape(str(problem))}[/]")
     return CurateOutcome(splits, report_json, report_html, result)
+
+
+def _map_stage(engine: str, address: str | None) -> Callable[[DataConfig], MapStage]:
+    if engine == "ray":
+        from tunewise.curate.ray_engine import ray_map
+
+        return lambda data: ray_map(data, address)
+    return lambda data: local_map(iter_file(data.train, data))
+
+
+def _needs_labels(config: Config, data: DataConfig) -> bool:
+    """Whether the training file's labels are needed before the steps run: to check eval files' labels, or
+    for the label list of the default prompt that validate's token counts render."""
+    if data.kind != "classification":
+        return False
+    counting = any(s.step == "validate" and s.enabled and s.max_tokens for s in config.curate.steps)  # type: ignore[union-attr]
+    return counting or data.val is not None or data.test is not None
+
+
+def _training_labels(data: DataConfig) -> list[str]:
+    """The training file's labels, sorted (one streaming pass that keeps only the label set)."""
+    return sorted({item.label for item in iter_file(data.train, data) if isinstance(item, Record) and item.label})
 
 
 def check_eval_labels(
@@ -108,7 +140,7 @@ def _unusable(
     """An error for each input that left nothing to train or evaluate on: an empty file, or one whose every
     record was rejected (then the error names the rejects file that says why)."""
     problems = []
-    kept_train = any((r.split or "train") == "train" for r in result.kept)
+    kept_train = result.split_sizes.get("train", 0) > 0
     for split, (read, kept) in counts.items():
         path = display_path(getattr(data, split))
         name = "training" if split == "train" else split
@@ -123,9 +155,11 @@ def _unusable(
     return problems
 
 
-def _lengths_fn(config: Config) -> Callable[[list[Record]], list[int | str]]:
+def _lengths_fn(config: Config, training_labels: list[str]) -> Callable[[list[Record]], list[int | str]]:
     """Token counts of the fully rendered examples; the tokenizer loads only if a step asks. A record that
-    cannot be rendered (e.g. a chat the model's template refuses) gets the reason instead of a count."""
+    cannot be rendered (e.g. a chat the model's template refuses) gets the reason instead of a count. The
+    default prompt lists the labels: those of the whole training file, so a chunk's count is the same as
+    the whole file's."""
 
     steps = config.curate.steps if config.curate is not None else []
 
@@ -138,7 +172,7 @@ def _lengths_fn(config: Config) -> Callable[[list[Record]], list[int | str]]:
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         # The label list is part of the default prompt: measure with the labels training will see.
-        labels = config.data.labels or sorted({r.label for r in records if r.label is not None})
+        labels = training_labels or sorted({r.label for r in records if r.label is not None})
         renderer = PromptRenderer(config.prompt, config.data.kind, tokenizer, labels)
         segments: list[list | str] = []
         for record in records:

@@ -1,13 +1,17 @@
-"""Record-local steps and exact duplicates: validate, normalize, conflicts, exact dedup, quality, confidence."""
+"""Record steps (validate, normalize, quality, confidence), and the set steps keyed on the text (conflicts, exact
+dedup)."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+
+import numpy as np
 
 from tunewise.config.curate import (
     ConfidenceStep,
@@ -17,7 +21,7 @@ from tunewise.config.curate import (
     QualityStep,
     ValidateStep,
 )
-from tunewise.curate.base import Context, Verdict, cluster_sizes, drop, keep
+from tunewise.curate.base import Context, Decisions, Rows, Verdict, cluster_sizes, drop, keep, verdicts_of
 from tunewise.data.normalize import TextNormalization
 from tunewise.data.readers import known_labels
 from tunewise.data.records import Record, RejectCategory, brief
@@ -76,30 +80,37 @@ class Conflicts:
     settings: ConflictsStep
     name: str = "conflicts"
 
-    def __call__(self, records: list[Record], ctx: Context) -> Iterator[Verdict]:
-        groups: dict[str, list[Record]] = defaultdict(list)
-        for record in records:
-            groups[ctx.key(record)].append(record)
-        conflicts = 0
-        for record in records:
-            group = groups[ctx.key(record)]
-            votes = Counter(r.label for r in group)
-            if record.label is None or len(votes) == 1:
-                yield keep(record)
-                continue
-            conflicts += record is group[0]
+    def features(self, records: list[Record], ctx: Context) -> dict[str, np.ndarray]:
+        return {"key": key_hashes(records, ctx)}
+
+    def decide(self, rows: Rows, ctx: Context) -> Decisions:
+        keys, labels = rows.features["key"], rows.labels
+        decided = Decisions()
+        labelled = np.flatnonzero(labels >= 0)
+        # Only keys seen with two or more labels need a look, so a million records cost two sorts.
+        pairs = np.unique(np.stack([keys[labelled], labels[labelled].astype(np.uint64)]), axis=1)
+        keys_seen, label_counts = np.unique(pairs[0], return_counts=True)
+        mixed = keys_seen[label_counts > 1]
+        groups: dict[int, list[int]] = defaultdict(list)
+        for i in labelled[np.isin(keys[labelled], mixed)]:
+            groups[int(keys[i])].append(int(i))
+        for members in groups.values():
+            votes = Counter(rows.label(i) for i in members)  # by first appearance, as ties are broken
             summary = ", ".join(f"{label} x{n}" for label, n in votes.most_common())
             (top, n_top), (_, n_next) = votes.most_common(2)
-            if self.settings.resolve == "majority" and n_top > n_next:
-                if record.label == top:
-                    yield keep(record)
+            for i in members:
+                if self.settings.resolve == "majority" and n_top > n_next:
+                    if rows.label(i) != top:
+                        reason = f"label {rows.label(i)!r} outvoted ({summary})"
+                        decided.drops[i] = (RejectCategory.MINORITY_LABEL, reason)
                 else:
-                    reason = f"label {record.label!r} outvoted ({summary})"
-                    yield drop(record, RejectCategory.MINORITY_LABEL, reason)
-            else:
-                reason = f"same text with different labels ({summary})"
-                yield drop(record, RejectCategory.CONFLICTING_LABELS, reason)
-        ctx.notes["conflicting_texts"] = conflicts
+                    reason = f"same text with different labels ({summary})"
+                    decided.drops[i] = (RejectCategory.CONFLICTING_LABELS, reason)
+        ctx.notes["conflicting_texts"] = len(groups)
+        return decided
+
+    def __call__(self, records: list[Record], ctx: Context) -> Iterator[Verdict]:
+        return verdicts_of(self, records, ctx)
 
 
 @dataclass
@@ -107,18 +118,29 @@ class ExactDedup:
     settings: ExactDedupStep
     name: str = "exact_dedup"
 
+    def features(self, records: list[Record], ctx: Context) -> dict[str, np.ndarray]:
+        return {"key": key_hashes(records, ctx)}
+
+    def decide(self, rows: Rows, ctx: Context) -> Decisions:
+        keys = rows.features["key"]
+        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        original = first[inverse.reshape(-1)]  # for each row, the first row with its key
+        copies = np.flatnonzero(original != np.arange(len(keys)))
+        decided = Decisions()
+        for i in copies:
+            decided.drops[int(i)] = (RejectCategory.EXACT_DUPLICATE, f"exact duplicate of {rows.where(original[i])}")
+        ctx.cluster_sizes[self.name] = cluster_sizes(original[copies].tolist())
+        return decided
+
     def __call__(self, records: list[Record], ctx: Context) -> Iterator[Verdict]:
-        first: dict[str, Record] = {}
-        matches: list[str] = []  # the key of the kept record each drop copies
-        for record in records:
-            key = ctx.key(record)
-            if key in first:
-                matches.append(key)
-                yield drop(record, RejectCategory.EXACT_DUPLICATE, f"exact duplicate of {first[key].where}")
-            else:
-                first[key] = record
-                yield keep(record)
-        ctx.cluster_sizes[self.name] = cluster_sizes(matches)
+        return verdicts_of(self, records, ctx)
+
+
+def key_hashes(records: list[Record], ctx: Context) -> np.ndarray:
+    """64-bit digests of the dedup keys: what grouping by key needs, at 8 bytes a record (two of a million
+    distinct keys collide with odds of about 3e-8)."""
+    digests = b"".join(hashlib.blake2b(ctx.key(r).encode(), digest_size=8).digest() for r in records)
+    return np.frombuffer(digests, dtype=np.uint64).copy()
 
 
 @dataclass

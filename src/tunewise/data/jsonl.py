@@ -16,5 +16,9 @@ _LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": 
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]], append: bool = False) -> Path:
     with path.open("a" if append else "w", encoding="utf-8") as fh:
         for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False, default=str).translate(_LINE_BREAKS) + "\n")
+            fh.write(jsonl_line(row))
     return path
+
+
+def jsonl_line(row: dict[str, Any]) -> str:
+    return json.dumps(row, ensure_ascii=False, default=str).translate(_LINE_BREAKS) + "\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,17 +42,24 @@ def check_data_paths(cfg: DataConfig) -> None:
 
 def load_file(path: Path, cfg: DataConfig, need_answer: bool = True) -> tuple[list[Record], list[Reject], int]:
     records, rejects, total = [], [], 0
-    source = display_path(path)  # printable and writable even when the file name is not UTF-8
-    for line, row, problem, column in read_rows(path, cfg.format, cfg.encoding):
+    for item in iter_file(path, cfg, need_answer):
         total += 1
-        item = Reject(source, line, column, problem.reason, category=problem.category) if problem else None
-        if item is None and row is not None:
-            item = build_record(row, cfg.kind, cfg.fields, source, line, need_answer)
         if isinstance(item, Reject):
             _raise_or_keep(item, cfg, rejects)
         else:
             records.append(item)
     return records, rejects, total
+
+
+def iter_file(path: Path, cfg: DataConfig, need_answer: bool = True) -> Iterator[Record | Reject]:
+    """The file's rows in order, each a Record or the Reject saying why it cannot be one (streamed: memory
+    holds one row at a time)."""
+    source = display_path(path)  # printable and writable even when the file name is not UTF-8
+    for line, row, problem, column in read_rows(path, cfg.format, cfg.encoding):
+        item = Reject(source, line, column, problem.reason, category=problem.category) if problem else None
+        if item is None and row is not None:
+            item = build_record(row, cfg.kind, cfg.fields, source, line, need_answer)
+        yield item
 
 
 def load_splits(
