@@ -50,7 +50,7 @@ def run(steps: list[dict], embed_dtype: str, out: Path) -> dict:
     return {
         "seconds": round(seconds, 1),
         "input": outcome.result.n_input,
-        "kept": len(outcome.result.kept),
+        "kept": outcome.result.kept_count,
         "step_seconds": steps_report,
         "near_dedup_records_per_s": round(near.n_in / near.seconds),
     }

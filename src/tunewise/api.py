@@ -27,7 +27,7 @@ from rich.markup import escape
 
 from tunewise.config import Config, config_from_mapping
 from tunewise.config import load_config as _load_config_file
-from tunewise.errors import TunewiseError
+from tunewise.errors import ConfigError, TunewiseError
 from tunewise.evaluate.stats import Difference
 
 if TYPE_CHECKING:
@@ -117,11 +117,26 @@ def load_config(
     return _load_config_file(Path(source), as_strings)
 
 
-def curate(config: ConfigSource, *, console: Console | None = None) -> CurationResult:
-    """Run the config's `curate:` steps: write the curated splits and curation_report.{json,html}."""
+def curate(
+    config: ConfigSource,
+    *,
+    console: Console | None = None,
+    engine: Literal["local", "ray"] | str | None = None,
+    address: str | None = None,
+) -> CurationResult:
+    """Run the config's `curate:` steps: write the curated splits and curation_report.{json,html}. `engine`
+    and `address` override curate.engine and curate.ray_address."""
     from tunewise.curate.stage import curate as curate_stage
 
-    outcome = curate_stage(_config(config), console or Console())
+    resolved = _config(config)
+    if engine is not None or address is not None:
+        if resolved.curate is None:
+            raise ConfigError("the config has no curate: section; add one (see configs/ and examples/)")
+        if engine not in (None, "local", "ray"):
+            raise ConfigError(f"unknown curation engine {engine!r}: use local or ray")
+        update = {"engine": engine or resolved.curate.engine, "ray_address": address or resolved.curate.ray_address}
+        resolved = resolved.model_copy(update={"curate": resolved.curate.model_copy(update=update)})
+    outcome = curate_stage(resolved, console or Console())
     result = outcome.result
     rejected = dict(result.reject_counts)
     steps = [

@@ -209,12 +209,21 @@ def export_command(
 
 
 @app.command("curate")
-def curate_command(config: ConfigArg, overrides: OverridesArg = None) -> None:
+def curate_command(
+    config: ConfigArg,
+    overrides: OverridesArg = None,
+    engine: Annotated[
+        str | None, typer.Option("--engine", help="local or ray (default: curate.engine); same decisions")
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option("--address", help="Ray cluster to join, e.g. auto or ray://head:10001")
+    ] = None,
+) -> None:
     """Curate the training data: validate, dedup, filter, balance, decontaminate, split; write a report."""
     with _user_errors():
         from tunewise import api
 
-        api.curate(api.load_config(config, overrides), console=console)
+        api.curate(api.load_config(config, overrides), console=console, engine=engine, address=address)
 
 
 @app.command("sweep")

@@ -227,6 +227,10 @@ class Context:
         """Drop the cached embeddings (after each chunk: the cache must not grow with the input)."""
         self._embeddings.clear()
 
+    def remember_embeddings(self, vectors: dict[str, np.ndarray]) -> None:
+        """Embeddings computed earlier (an earlier pass over the same texts), so they are not computed again."""
+        self._embeddings.update(vectors)
+
     def tokenizer(self) -> Any:
         if self._tokenizer is None and self.tokenizer_loader is not None:
             self._tokenizer = self.tokenizer_loader()

@@ -6,6 +6,7 @@ give the same bytes; the set steps' decisions come later, from the features of e
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -29,7 +30,7 @@ CHANGE_KINDS = ("mojibake", "nfc", "whitespace")  # normalize's kinds of change,
 
 @dataclass
 class ChunkOutput:
-    start: int  # global index of the chunk's first row
+    rows: np.ndarray  # int64 global index of each row
     spool: list[str]  # one JSON line per row: the record as the record steps left it, or the read reject
     sources: list[str]
     lines: np.ndarray  # int64
@@ -53,11 +54,21 @@ class Chain:
     ctx: Context
     positions: dict[int, int] = field(default_factory=dict)  # slot -> 1-based place in the config's list
 
-    def run(self, items: list[Record | Reject], start: int) -> ChunkOutput:
+    def run(
+        self,
+        items: list[Record | Reject],
+        rows: np.ndarray | int,
+        slots: set[int] | None = None,
+        embeddings: dict[str, np.ndarray] | None = None,
+    ) -> ChunkOutput:
+        """`items` (global indices `rows`, or the first one) through the steps of `slots` (all: None), with
+        `embeddings` already computed for some texts (by an earlier pass)."""
         n = len(items)
+        if isinstance(rows, int | np.integer):
+            rows = np.arange(rows, rows + n, dtype=np.int64)
         records: list[Record | None] = [item if isinstance(item, Record) else None for item in items]
         out = ChunkOutput(
-            start=start,
+            rows=np.asarray(rows, dtype=np.int64),
             spool=[],
             sources=[item.source for item in items],
             lines=np.array([item.line for item in items], dtype=np.int64),
@@ -76,14 +87,21 @@ class Chain:
         )
         reasons: dict[int, str] = {}
         alive = [i for i in range(n) if records[i] is not None]
-        self.ctx.key_strip = ()  # a normalize step sets it for the steps after it
+        self.ctx.key_strip = self.strip_before(min(slots) if slots else 0)
+        self.ctx.forget_embeddings()
+        self.ctx.remember_embeddings(embeddings or {})
         for slot, step in self.steps:
+            if slots is not None and slot not in slots:
+                continue
             started = time.perf_counter()
             batch = [records[i] for i in alive]  # type: ignore[misc]
             with naming_step(step.name, self.positions.get(slot, slot + 1)):
                 if is_set_step(step) and batch:
-                    out.fed[slot] = np.array(alive, dtype=np.int64) + start
-                    out.features[slot] = flatten_features(step.features(batch, self.ctx))  # type: ignore[attr-defined]
+                    out.fed[slot] = out.rows[alive]
+                    features = flatten_features(step.features(batch, self.ctx))  # type: ignore[attr-defined]
+                    if "embedding" in features:  # so a later pass reuses it only for the same text
+                        features["text_hash"] = text_hashes(batch)
+                    out.features[slot] = features
                 elif not is_set_step(step):
                     alive = self._judge(step, slot, alive, batch, records, out, reasons)
             out.seconds[slot] = time.perf_counter() - started
@@ -93,6 +111,14 @@ class Chain:
             out.length_out[i] = len(record.text.split()) if record is not None else -1
             out.spool.append(spool_line(record if record is not None else item, reasons.get(i)))
         return out
+
+    def strip_before(self, slot: int) -> tuple[str, ...]:
+        """The dedup key's stripping in force at `slot`: set by the last normalize step before it."""
+        strip: tuple[str, ...] = ()
+        for earlier, step in self.steps:
+            if earlier < slot and step.name == "normalize":
+                strip = tuple(step.settings.strip_for_key)  # type: ignore[attr-defined]
+        return strip
 
     def _judge(
         self,
@@ -165,6 +191,11 @@ def read_spool_line(line: str) -> tuple[Record | Reject, str | None]:
         return reject, None
     record = Record(row["kind"], row["fields"], row["source"], row["line"], row["extra"], row["split"])
     return record, row.get("dropped")
+
+
+def text_hashes(records: list[Record]) -> np.ndarray:
+    digests = b"".join(hashlib.blake2b(r.text.encode(), digest_size=8).digest() for r in records)
+    return np.frombuffer(digests, dtype=np.uint64).copy()
 
 
 def chunked(items: Iterable[Any], size: int = CHUNK_RECORDS) -> Iterator[list[Any]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,14 +44,25 @@ class Decided:
     extra: dict[int, dict[str, Any]]
 
 
-def decide_all(plan: list[Any], steps: dict[int, Step], table: Table, ctx: Context) -> Decided:
-    """`plan`: PlannedStep per slot; `steps`: the built step of each enabled slot."""
-    status, categories = table.read("status"), table.read("categories")
+def decide_all(
+    plan: list[Any],
+    steps: dict[int, Step],
+    table: Table,
+    ctx: Context,
+    passes: list[set[int]],
+    run_pass: Callable[[set[int], np.ndarray], None],
+) -> Decided:
+    """`plan`: PlannedStep per slot; `steps`: the built step of each enabled slot; `passes`: the slots of each
+    pass (the first has run): each later one runs, over the rows still in the pool, when its first slot comes."""
+    status, categories = table.read("status"), table.read("categories")  # later passes update them in place
     sources, lines, labels = table.read("source"), table.read("lines"), table.read("label")
-    alive = np.asarray(status) != READ_REJECT
+    alive = status != READ_REJECT
     splits = np.array(table.read("splits"), dtype=np.int8)
     decided = Decided([], {}, splits, {})
+    starts = {min(slots): slots for slots in passes[1:] if slots}
     for slot, planned in enumerate(plan):
+        if slot in starts:
+            run_pass(starts[slot], np.flatnonzero(alive))
         fed = alive & (splits <= SPLIT_CODES.index("train")) if planned.category.training_only else alive.copy()
         n_in = int(fed.sum())
         report = StepReport(planned.name, planned.settings.enabled, n_in, n_in, position=planned.position)
@@ -66,8 +78,8 @@ def decide_all(plan: list[Any], steps: dict[int, Step], table: Table, ctx: Conte
             report.seconds = table.seconds.get(slot, 0.0) + time.perf_counter() - started
             codes = [decided.drops[row][1].value for row in gone]
         else:
-            gone = np.flatnonzero(fed & (np.asarray(status) == slot))
-            codes = [CATEGORIES[c].value for c in np.asarray(categories)[gone]]
+            gone = np.flatnonzero(fed & (status == slot))
+            codes = [CATEGORIES[c].value for c in categories[gone]]
             report.seconds = table.seconds.get(slot, 0.0)
             _count_changes(report, table, slot, fed, gone)
         alive[gone] = False
@@ -101,14 +113,9 @@ def _decide_set_step(
 
 
 def _count_changes(report: StepReport, table: Table, slot: int, fed: np.ndarray, gone: np.ndarray) -> None:
-    if f"changes-{slot}" not in table.columns:
-        return
-    masks = np.asarray(table.read(f"changes-{slot}"))[: table.rows].copy()
-    if len(masks) < table.rows:
-        masks = np.concatenate([masks, np.zeros(table.rows - len(masks), dtype=np.uint8)])
     kept = fed.copy()
     kept[gone] = False
-    masks = masks[kept]
+    masks = table.changes_of(slot)[kept]
     report.changed = int((masks != 0).sum())
     for bit, kind in enumerate(CHANGE_KINDS):
         if n := int(((masks >> bit) & 1).sum()):

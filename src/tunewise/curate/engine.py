@@ -146,31 +146,57 @@ def build_chain(
     return Chain(steps, ctx, {slot: p.position for slot, p in enumerate(plan)})
 
 
-MapStage = Callable[[Chain, Table, Progress], None]  # runs every chunk through the chain, into the table
+# Runs one pass: chunks through the chain's steps of `slots`, into the table. `rows` None: the input file;
+# else those rows of the table's spool (a later pass).
+MapStage = Callable[[Chain, Table, Progress, set[int], "np.ndarray | None"], None]
+# Set steps whose features cost real time: a pass of their own when an earlier set step may have dropped
+# records, so they run on what is left (as each step did when the steps ran one after another).
+COSTLY_FEATURES = {"near_dedup", "semantic_dedup", "label_errors", "relevance", "decontaminate"}
+
+
+def segments(plan: list[PlannedStep]) -> list[set[int]]:
+    """The plan's slots cut into passes: a new pass before each costly set step that follows a set step
+    which may drop records (split drops none)."""
+    passes: list[set[int]] = [set()]
+    dropping = False
+    for slot, planned in enumerate(plan):
+        is_set = hasattr(STEP_TYPES[planned.name][0], "decide")
+        if planned.settings.enabled and planned.name in COSTLY_FEATURES and dropping:
+            passes.append(set())
+            dropping = False
+        passes[-1].add(slot)
+        dropping = dropping or (planned.settings.enabled and is_set and planned.name != "split")
+    return passes
 
 
 def curate_stream(
     map_stage: MapStage, cfg: CurateConfig, chain: Chain, workdir: Path, sink: Sink, console: Console
 ) -> CurationResult:
-    """Both stages and the output: the map stage (local or Ray) fills the table, the plan's steps decide in
-    order, and a last pass over the spool hands every row to the sink as kept or rejected."""
+    """The map stage (local or Ray) fills the table pass by pass, the plan's steps decide in order, and a
+    last pass over the spools hands every row to the sink as kept or rejected."""
     plan = plan_steps(cfg.steps)
     note = order_note(plan)
     if note:
         console.print(escape(note))
     table = Table(workdir)
+    passes = segments(plan)
     with progress_bar(console, transient=False, label_width=16) as progress, fixed_threads():
-        map_stage(chain, table, progress)
-        decided = decide_all(plan, dict(chain.steps), table, chain.ctx)
+
+        def run_pass(slots: set[int], rows: np.ndarray | None) -> None:
+            table.start_pass()
+            map_stage(chain, table, progress, slots, rows)
+
+        run_pass(passes[0], None)
+        table.finish_first_pass()
+        decided = decide_all(plan, dict(chain.steps), table, chain.ctx, passes, run_pass)
     result = CurationResult([_read_report(table), *decided.reports], table.rows, chain.ctx)
     result.executed_order = [p.name for p in plan if p.settings.enabled]
     result.reordered = note is not None
-    result.lengths_before = np.asarray(table.read("length_in"))
-    result.lengths_before = result.lengths_before[result.lengths_before >= 0]
-    labels = np.asarray(table.read("label"))
-    result.labels_before = Counter(
-        {table.labels[c]: int(n) for c, n in zip(*np.unique(labels[labels >= 0], return_counts=True), strict=True)}
-    )
+    lengths = table.read("length_in")
+    result.lengths_before = lengths[lengths >= 0]
+    labels = table.read("label")
+    codes, counts = np.unique(labels[labels >= 0], return_counts=True)
+    result.labels_before = Counter({table.labels[c]: int(n) for c, n in zip(codes, counts, strict=True)})
     write_rows(table, decided, plan, sink, result)
     if result.kept_count + result.rejected != result.n_input:
         raise TunewiseError(
@@ -189,37 +215,37 @@ def _read_report(table: Table) -> StepReport:
 def write_rows(table: Table, decided: Decided, plan: list[PlannedStep], sink: Sink, result: CurationResult) -> None:
     """The last pass: each spooled row to the sink, kept (with its split) or as a reject with its reason."""
     status, lengths = np.asarray(table.read("status")), np.asarray(table.read("length_out"))
-    with table.spool.open(encoding="utf-8") as fh:
-        for row, line in enumerate(fh):
-            item, reason = read_spool_line(line)
-            if isinstance(item, Reject):
-                _rejected(sink, result, replace(item, stage="validate"), None)
-                continue
-            slot = int(status[row]) if status[row] >= 0 else None
-            category: RejectCategory | None = None
-            if slot is not None:
-                category = CATEGORIES[int(table.read("categories")[row])]
-            elif row in decided.drops:
-                slot, category, why = decided.drops[row]
-                reason = why if isinstance(why, str) else why(item)
-            if slot is not None and category is not None:
-                reject = Reject(
-                    item.source, item.line, None, reason or "", plan[slot].name, item.to_row(), category=category
-                )
-                _example(result.steps[slot + 1], item, category, reason or "")
-                _rejected(sink, result, reject, slot)
-                continue
-            record = replace(item, split=SPLIT_CODES[decided.splits[row]] or None)
-            if row in decided.extra:
-                record = replace(record, extra={**record.extra, **decided.extra[row]})
-            split = record.split or "train"
-            result.kept_count += 1
-            result.split_sizes[split] += 1
-            if split == "train":
-                if record.label is not None:
-                    result.labels_train[record.label] += 1
-                result.lengths_train.append(int(lengths[row]))
-            sink.keep(record)
+    categories = np.asarray(table.read("categories"))
+    for row, line in table.latest_rows(np.arange(table.rows)):
+        item, reason = read_spool_line(line)
+        if isinstance(item, Reject):
+            _rejected(sink, result, replace(item, stage="validate"), None)
+            continue
+        slot = int(status[row]) if status[row] >= 0 else None
+        category: RejectCategory | None = None
+        if slot is not None:
+            category = CATEGORIES[int(categories[row])]
+        elif row in decided.drops:
+            slot, category, why = decided.drops[row]
+            reason = why if isinstance(why, str) else why(item)
+        if slot is not None and category is not None:
+            reject = Reject(
+                item.source, item.line, None, reason or "", plan[slot].name, item.to_row(), category=category
+            )
+            _example(result.steps[slot + 1], item, category, reason or "")
+            _rejected(sink, result, reject, slot)
+            continue
+        record = replace(item, split=SPLIT_CODES[decided.splits[row]] or None)
+        if row in decided.extra:
+            record = replace(record, extra={**record.extra, **decided.extra[row]})
+        split = record.split or "train"
+        result.kept_count += 1
+        result.split_sizes[split] += 1
+        if split == "train":
+            if record.label is not None:
+                result.labels_train[record.label] += 1
+            result.lengths_train.append(int(lengths[row]))
+        sink.keep(record)
     sink.finish([None, *range(len(plan))])
 
 
@@ -254,13 +280,18 @@ def run_steps(
     return result
 
 
-def local_map(items: Iterable[Record | Reject], total: int | None = None) -> MapStage:
+def local_map(items: Iterable[Record | Reject]) -> MapStage:
     """The map stage in this process: chunk after chunk, so memory holds one chunk's records at a time."""
 
-    def run(chain: Chain, table: Table, progress: Progress) -> None:
-        task = progress.add_task("steps", total=total)
-        for chunk in chunked(items):
-            table.add(chain.run(chunk, table.rows))
-            progress.advance(task, len(chunk))
+    def run(chain: Chain, table: Table, progress: Progress, slots: set[int], rows: np.ndarray | None) -> None:
+        task = progress.add_task(f"pass {table.passes}", total=None if rows is None else len(rows))
+        if rows is None:
+            for chunk in chunked(items):
+                table.add(chain.run(chunk, table.rows, slots))
+                progress.advance(task, len(chunk))
+            return
+        for chunk_rows, records, embeddings in table.chunks(rows):
+            table.add(chain.run(records, chunk_rows, slots, embeddings))
+            progress.advance(task, len(chunk_rows))
 
     return run

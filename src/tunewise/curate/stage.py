@@ -6,6 +6,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -30,19 +31,16 @@ class CurateOutcome:
     result: CurationResult
 
 
-def curate(
-    config: Config, console: Console, for_run: bool = False, engine: str | None = None, address: str | None = None
-) -> CurateOutcome:
+def curate(config: Config, console: Console, for_run: bool = False) -> CurateOutcome:
     """`for_run` (curation as the first stage of `tunewise run`): after the outputs are written, a
     DataError if the curated data cannot be trained on (no training records, or a given val/test file
-    with none left), naming the rejects file that says why. `engine` (local or ray) and `address` (of a Ray
-    cluster) override curate.engine and curate.ray_address."""
+    with none left), naming the rejects file that says why."""
     if config.curate is None:
         raise ConfigError("the config has no curate: section; add one (see configs/ and examples/)")
     cfg = config.curate
-    engine = engine or cfg.engine
+    engine = cfg.engine
     plan = plan_steps(cfg.steps)  # a config the steps cannot run fails before anything is read
-    map_stage_of = _map_stage(engine, address or cfg.ray_address)  # a missing Ray fails before reading too
+    map_stage_of = _map_stage(engine, cfg.ray_address)  # a missing Ray fails before reading too
     # Curation accounts for bad rows instead of stopping on the first one.
     data = config.data.model_copy(update={"on_error": "skip"})
     check_data_paths(data)  # every path, before anything is read or written
@@ -91,8 +89,9 @@ def curate(
 
 def _map_stage(engine: str, address: str | None) -> Callable[[DataConfig], MapStage]:
     if engine == "ray":
-        from tunewise.curate.ray_engine import ray_map
+        from tunewise.curate.ray_engine import ray_map, require_ray
 
+        require_ray()
         return lambda data: ray_map(data, address)
     return lambda data: local_map(iter_file(data.train, data))
 
@@ -162,15 +161,18 @@ def _lengths_fn(config: Config, training_labels: list[str]) -> Callable[[list[Re
     the whole file's."""
 
     steps = config.curate.steps if config.curate is not None else []
+    loaded: list[Any] = []  # the tokenizer, loaded once per process (per Ray worker too)
 
     def lengths_of(records: list[Record]) -> list[int | str]:
         from tunewise.data.encode import PROMPT_COUNT_FACTOR, count_tokens, prompt_prefix, special_prefix
         from tunewise.data.prompt import PromptRenderer
         from tunewise.models import load_tokenizer
 
-        tokenizer = load_tokenizer(config.model)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        if not loaded:
+            loaded.append(load_tokenizer(config.model))
+            if loaded[0].pad_token is None:
+                loaded[0].pad_token = loaded[0].eos_token
+        tokenizer = loaded[0]
         # The label list is part of the default prompt: measure with the labels training will see.
         labels = training_labels or sorted({r.label for r in records if r.label is not None})
         renderer = PromptRenderer(config.prompt, config.data.kind, tokenizer, labels)

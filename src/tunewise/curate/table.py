@@ -1,16 +1,26 @@
-"""What curation keeps per record between its stages: a spool file of the rows, small per-row arrays, and each
-set step's features in files on disk (read back as memory maps), so memory does not hold the records."""
+"""What curation keeps per record between its stages: spool files of the rows, small per-row arrays (a few
+tens of bytes a record), and each set step's features in files on disk (read back as memory maps), so memory
+never holds the records themselves.
+
+Curation makes one pass over the input, and then one over the spool for each later segment of the plan
+(engine.segments): each pass spools the rows it ran, and a row's latest line is in the spool of the last pass
+that saw it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from tunewise.curate.chain import ChunkOutput
+from tunewise.curate.chain import CHUNK_RECORDS, ChunkOutput, read_spool_line
+from tunewise.data.records import Record
 
 PER_ROW = ("lines", "splits", "status", "categories", "length_in", "length_out")
+UPDATED = ("status", "categories", "length_out")  # what a later pass changes for the rows it runs
 
 
 @dataclass
@@ -40,63 +50,106 @@ class Column:
 
 @dataclass
 class Table:
-    """Every chunk's output, in input order."""
+    """Every chunk's output: per-row arrays in memory, features and spools on disk."""
 
     folder: Path
     sources: list[str] = field(default_factory=list)  # a row's source is an index into this list
     labels: list[str] = field(default_factory=list)  # a row's label is an index into this list (-1: none)
-    columns: dict[str, Column] = field(default_factory=dict)
+    columns: dict[str, Column] = field(default_factory=dict)  # features, by "feature-<slot>-<name>"
     seconds: dict[int, float] = field(default_factory=dict)
+    per_row: dict[str, np.ndarray] = field(default_factory=dict)  # after the first pass
+    changes: dict[int, np.ndarray] = field(default_factory=dict)  # slot -> uint8 change mask per row
     rows: int = 0
+    passes: int = 0
 
     def __post_init__(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.spool = self.folder / "spool.jsonl"
-        self.spool.write_text("")
         self._source_codes: dict[str, int] = {}
         self._label_codes: dict[str, int] = {}
+        self._pending: dict[str, list[np.ndarray]] = {}
+        self._last_pass: np.ndarray = np.zeros(0, dtype=np.int8)  # per row: the pass whose spool has its line
+
+    def spool(self, number: int) -> Path:
+        return self.folder / f"spool-{number}.jsonl"
+
+    def start_pass(self) -> int:
+        """A new pass (its spool empty); returns its number."""
+        self.finish_first_pass()
+        self.spool(self.passes).write_text("")
+        self.passes += 1
+        return self.passes - 1
+
+    def _close_first_pass(self) -> None:
+        """The per-row lists of the first pass become arrays."""
+        changes = {k: v for k, v in self._pending.items() if k.startswith("changes-")}
+        self.per_row = {name: np.concatenate(parts) for name, parts in self._pending.items() if name not in changes}
+        for name, parts in changes.items():
+            masks = np.zeros(self.rows, dtype=np.uint8)
+            for part in parts:
+                masks[part[:, 0]] = part[:, 1]
+            self.changes[int(name.split("-")[1])] = masks
+        self._pending = {}
+        self._last_pass = np.zeros(self.rows, dtype=np.int8)
 
     def add(self, chunk: ChunkOutput) -> None:
-        if chunk.start != self.rows:
-            raise AssertionError(f"chunk at row {chunk.start} after {self.rows} rows: chunks out of order")
-        with self.spool.open("a", encoding="utf-8") as fh:
+        number = self.passes - 1
+        if number == 0 and len(chunk.rows) and chunk.rows[0] != self.rows:
+            raise AssertionError(f"chunk at row {chunk.rows[0]} after {self.rows} rows: chunks out of order")
+        with self.spool(number).open("a", encoding="utf-8") as fh:
             fh.writelines(line + "\n" for line in chunk.spool)
-        n = len(chunk.spool)
-        self.column("source").append(
-            np.array([self._code(self._source_codes, self.sources, s) for s in chunk.sources], dtype=np.int32)
-        )
-        codes = [-1 if x is None else self._code(self._label_codes, self.labels, x) for x in chunk.labels]
-        self.column("label").append(np.array(codes, dtype=np.int32))
-        for name in PER_ROW:
-            self.column(name).append(getattr(chunk, name))
-        for slot in {*self.changed_slots(), *chunk.changes}:
-            self.column(f"changes-{slot}").append(chunk.changes.get(slot, np.zeros(n, dtype=np.uint8)), self.rows)
+        if number == 0:
+            self._add_first(chunk)
+        else:
+            for name in UPDATED:
+                self.per_row[name][chunk.rows] = getattr(chunk, name)
+            self._last_pass[chunk.rows] = number
+            self.column(f"pass-{number}-rows").append(chunk.rows)
+        for slot, mask in chunk.changes.items():
+            if number == 0:
+                self._pending.setdefault(f"changes-{slot}", []).append(np.c_[chunk.rows, mask])
+            else:
+                self.changes.setdefault(slot, np.zeros(self.rows, dtype=np.uint8))[chunk.rows] = mask
         for slot, fed in chunk.fed.items():
             self.column(f"fed-{slot}").append(fed)
             for name, values in chunk.features[slot].items():
                 self.column(f"feature-{slot}-{name}").append(values)
         for slot, seconds in chunk.seconds.items():
             self.seconds[slot] = self.seconds.get(slot, 0.0) + seconds
-        self.rows += n
+
+    def _add_first(self, chunk: ChunkOutput) -> None:
+        sources = [_code(self._source_codes, self.sources, s) for s in chunk.sources]
+        labels = [-1 if x is None else _code(self._label_codes, self.labels, x) for x in chunk.labels]
+        self._pending.setdefault("source", []).append(np.array(sources, dtype=np.int32))
+        self._pending.setdefault("label", []).append(np.array(labels, dtype=np.int32))
+        for name in PER_ROW:
+            self._pending.setdefault(name, []).append(getattr(chunk, name))
+        self.rows += len(chunk.rows)
+
+    def finish_first_pass(self) -> None:
+        if self.passes == 1 and not self.per_row:
+            self._close_first_pass()
+
+    def changes_of(self, slot: int) -> np.ndarray:
+        """uint8 change mask per row of a record step (zeros when it changed nothing)."""
+        return self.changes.get(slot, np.zeros(self.rows, dtype=np.uint8))
 
     def column(self, name: str) -> Column:
         if name not in self.columns:
             self.columns[name] = Column(self.folder / f"{name}.bin")
-        return _Backfilled(self.columns[name]) if name.startswith("changes-") else self.columns[name]
-
-    def changed_slots(self) -> list[int]:
-        return [int(name.split("-")[1]) for name in self.columns if name.startswith("changes-")]
+        return self.columns[name]
 
     def read(self, name: str) -> np.ndarray:
+        if name in self.per_row:
+            return self.per_row[name]
         return self.columns[name].read() if name in self.columns else np.zeros(0)
 
-    def features(self, slot: int, rows: np.ndarray) -> dict[str, np.ndarray]:
+    def features(self, slot: int, rows: np.ndarray) -> dict[str, Any]:
         """Slot's features for these global rows (each fed to the slot): row-aligned, ragged ones regathered."""
         fed = self.read(f"fed-{slot}")
         at = np.searchsorted(fed, rows)
         prefix = f"feature-{slot}-"
         names = [n[len(prefix) :] for n in self.columns if n.startswith(prefix)]
-        out: dict[str, np.ndarray] = {}
+        out: dict[str, Any] = {}
         for name in names:
             values = self.read(prefix + name)
             if name + "#count" in names:  # ragged: the selected rows' runs of the flat array
@@ -105,30 +158,98 @@ class Table:
                 chosen = np.asarray(counts[at])
                 offsets = np.repeat(starts[at] - (np.cumsum(chosen) - chosen), chosen)
                 out[name] = np.asarray(values[offsets + np.arange(chosen.sum())])
-            elif not name.endswith("#count"):
-                out[name] = values[at] if len(values) else values
+            elif values.ndim > 1:  # signatures, embeddings: read only the rows a step looks at
+                out[name] = Gathered(values, at)
             else:
-                out[name] = np.asarray(values[at])
+                out[name] = np.asarray(values[at]) if len(values) else np.asarray(values)
         return out
+
+    def embeddings(self, rows: np.ndarray, records: list[Record]) -> dict[str, np.ndarray]:
+        """Embeddings an earlier pass computed for these rows, by text, where the text is still the same."""
+        from tunewise.curate.chain import text_hashes
+
+        found: dict[str, np.ndarray] = {}
+        current = text_hashes(records)
+        for name in [n for n in self.columns if n.startswith("feature-") and n.endswith("-embedding")]:
+            slot = int(name.split("-")[1])
+            fed = self.read(f"fed-{slot}")
+            at = np.clip(np.searchsorted(fed, rows), 0, max(len(fed) - 1, 0))
+            hit = np.flatnonzero((fed[at] == rows) & (self.read(f"feature-{slot}-text_hash")[at] == current))
+            vectors = self.read(name)
+            for i in hit:
+                found[records[i].text] = np.asarray(vectors[at[i]])
+        return found
+
+    def latest_rows(self, wanted: np.ndarray) -> Iterator[tuple[int, str]]:
+        """(row, its latest spool line) for the sorted rows `wanted`, reading each pass's spool once."""
+        files = [self.spool(k).open(encoding="utf-8") for k in range(self.passes)]
+        try:
+            seen = [np.zeros(self.rows, dtype=bool) for _ in files]  # rows each pass spooled, in order
+            seen[0][:] = True
+            for k in range(1, len(files)):
+                if f"pass-{k}-rows" in self.columns:  # else the pass has written nothing (yet)
+                    seen[k][self.read(f"pass-{k}-rows")] = True
+            wanted_mask = np.zeros(self.rows, dtype=bool)
+            wanted_mask[wanted] = True
+            for row in range(self.rows):
+                lines = [fh.readline() if seen[k][row] else None for k, fh in enumerate(files)]
+                if wanted_mask[row]:
+                    yield row, lines[self._last_pass[row]] if len(self._last_pass) else lines[0]
+        finally:
+            for fh in files:
+                fh.close()
+
+    def chunks(self, wanted: np.ndarray) -> Iterator[tuple[np.ndarray, list[Record], dict[str, np.ndarray]]]:
+        """The rows `wanted` (sorted) as chunks for a later pass: (rows, records, embeddings already known)."""
+        batch: list[tuple[int, str]] = []
+        for row, line in self.latest_rows(wanted):
+            batch.append((row, line))
+            if len(batch) == CHUNK_RECORDS:
+                yield self._chunk(batch)
+                batch = []
+        if batch:
+            yield self._chunk(batch)
+
+    def _chunk(self, batch: list[tuple[int, str]]) -> tuple[np.ndarray, list[Record], dict[str, np.ndarray]]:
+        rows = np.array([row for row, _ in batch], dtype=np.int64)
+        records = [read_spool_line(line)[0] for _, line in batch]
+        return rows, records, self.embeddings(rows, records)  # type: ignore[arg-type]
 
     def where(self, row: int, sources: np.ndarray, lines: np.ndarray) -> str:
         return f"{self.sources[sources[row]]}:{lines[row]}"
 
-    @staticmethod
-    def _code(codes: dict[str, int], names: list[str], value: str) -> int:
-        if value not in codes:
-            codes[value] = len(names)
-            names.append(value)
-        return codes[value]
+
+def _code(codes: dict[str, int], names: list[str], value: str) -> int:
+    if value not in codes:
+        codes[value] = len(names)
+        names.append(value)
+    return codes[value]
 
 
 @dataclass
-class _Backfilled:
-    """A per-row column that appears mid-stream (a chunk with the first change): zeros for the rows before."""
+class Gathered:
+    """Rows `at` of a memory-mapped [rows, ...] array, read from disk only when indexed."""
 
-    column: Column
+    values: np.ndarray
+    at: np.ndarray
 
-    def append(self, values: np.ndarray, rows_before: int = 0) -> None:
-        if self.column.rows < rows_before:
-            self.column.append(np.zeros(rows_before - self.column.rows, dtype=values.dtype))
-        self.column.append(values)
+    def __len__(self) -> int:
+        return len(self.at)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        return np.asarray(self.values[self.at[index]])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.asarray(self.values[self.at], dtype=dtype)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.at), *self.values.shape[1:])
+
+    @property
+    def ndim(self) -> int:
+        return self.values.ndim
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.values.dtype

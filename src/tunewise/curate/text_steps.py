@@ -3,6 +3,7 @@ dedup)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -10,6 +11,7 @@ import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -201,16 +203,7 @@ def detect_languages(texts: list[str], candidates: list[str] | None = None) -> l
 
     URLs, @mentions and #hashtags are removed first: they are not language and mislead the detector.
     """
-    from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
-
-    try:
-        languages = [
-            Language.from_iso_code_639_1(getattr(IsoCode639_1, code.upper()))
-            for code in dict.fromkeys(candidates or COMMON_LANGUAGES.split())
-        ]
-    except AttributeError as exc:
-        raise ConfigError(f"curate quality step: unknown ISO 639-1 language code {exc.name!r}") from None
-    detector = LanguageDetectorBuilder.from_languages(*languages).build()
+    detector = _detector(tuple(dict.fromkeys(candidates or COMMON_LANGUAGES.split())))
     cleaned = [" ".join(_NOT_LANGUAGE.sub(" ", t).split()) for t in texts]
     results = detector.compute_language_confidence_values_in_parallel(cleaned)
     codes: list[str | None] = []
@@ -218,6 +211,18 @@ def detect_languages(texts: list[str], candidates: list[str] | None = None) -> l
         sure = values and values[0].value >= MIN_LANGUAGE_CONFIDENCE and len(text.split()) >= MIN_LANGUAGE_WORDS
         codes.append(values[0].language.iso_code_639_1.name.lower() if sure else None)
     return codes
+
+
+@functools.lru_cache(maxsize=4)
+def _detector(codes: tuple[str, ...]) -> Any:
+    """A lingua detector for these languages, built once per process (building one takes a while)."""
+    from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
+
+    try:
+        languages = [Language.from_iso_code_639_1(getattr(IsoCode639_1, code.upper())) for code in codes]
+    except AttributeError as exc:
+        raise ConfigError(f"curate quality step: unknown ISO 639-1 language code {exc.name!r}") from None
+    return LanguageDetectorBuilder.from_languages(*languages).build()
 
 
 @dataclass
