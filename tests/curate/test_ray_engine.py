@@ -24,8 +24,8 @@ from tunewise.curate.base import Context
 from tunewise.curate.chain import Chain, chunked
 from tunewise.curate.dedup import bucket_pairs
 from tunewise.curate.engine import build_chain, plan_steps
-from tunewise.curate.ray_engine import NO_RAY, decode_output, encode_output, ray_bucket_pairs, require_ray
-from tunewise.errors import ConfigError, TunewiseError
+from tunewise.curate.ray_engine import NO_RAY, decode_output, encode_error, encode_output, ray_bucket_pairs, require_ray
+from tunewise.errors import ConfigError, DataError, TunewiseError
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "tweet-sentiment"
@@ -122,14 +122,21 @@ def test_a_chunk_output_travels_as_npz_and_comes_back_whole():
     items = [rec("Ca\u0301rs are   fun", line=1), rec("no", line=2), rec("cars are so fun", line=3)]
     out = chain.run(items, 7)
     back = decode_output(encode_output(out))
-    assert (back.start, back.spool, back.sources, back.labels) == (out.start, out.spool, out.sources, out.labels)
-    for name in ("lines", "splits", "status", "categories", "length_in", "length_out"):
+    assert (back.spool, back.sources, back.labels) == (out.spool, out.sources, out.labels)
+    for name in ("rows", "lines", "splits", "status", "categories", "length_in", "length_out"):
         np.testing.assert_array_equal(getattr(back, name), getattr(out, name))
     assert back.changes.keys() == out.changes.keys() and back.fed.keys() == out.fed.keys()
     for slot, features in out.features.items():
         assert back.features[slot].keys() == features.keys()
         for name, values in features.items():
             np.testing.assert_array_equal(back.features[slot][name], values)
+
+
+def test_an_error_raised_in_a_worker_comes_back_with_its_class_and_message():
+    error = DataError("in.jsonl", 3, "text", "too odd", "fix it")
+    with pytest.raises(DataError) as caught:
+        decode_output(encode_error(error))
+    assert str(caught.value) == str(error)
 
 
 def test_an_error_in_a_ray_worker_reaches_the_user_as_one_line(local_ray, tmp_path: Path):

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from tunewise import errors
 from tunewise.config import DataConfig
 from tunewise.curate.base import fixed_threads
 from tunewise.curate.chain import Chain, ChunkOutput, chunked, read_spool_line, spool_line
@@ -56,7 +57,9 @@ def ray_map(data: DataConfig, address: str | None = None) -> MapStage:
         # local engine cuts; it is mostly I/O.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         source = read_input(data) if rows is None else read_spool(table, rows)
-        chunks = ray.data.from_items([{"pass": table.passes}]).flat_map(source, num_cpus=0, scheduling_strategy=here)
+        chunks = ray.data.from_items([{"pass": table.passes}]).flat_map(
+            source, num_cpus=0, ray_remote_args_fn=lambda: {"scheduling_strategy": here}
+        )
         outputs = chunks.map_batches(
             chain_worker(chain, slots),
             batch_size=1,
@@ -139,8 +142,11 @@ def chain_worker(chain: Chain, slots: set[int]) -> type:
             outputs = []
             for blob in batch["chunk"]:
                 rows, items, embeddings = decode_chunk(blob)
-                with fixed_threads():
-                    outputs.append(encode_output(chain.run(items, rows, slots, embeddings)))
+                try:
+                    with fixed_threads():
+                        outputs.append(encode_output(chain.run(items, rows, slots, embeddings)))
+                except TunewiseError as exc:  # the user's to fix: sent back as data, raised again there
+                    outputs.append(encode_error(exc))
             return {"output": np.array(outputs, dtype=object)}
 
     return ChainWorker
@@ -166,10 +172,24 @@ def encode_output(out: ChunkOutput) -> bytes:
     return buffer.getvalue()
 
 
+def encode_error(exc: TunewiseError) -> bytes:
+    error = {"error": type(exc).__name__, "message": str(exc)}
+    buffer = io.BytesIO()
+    np.savez(buffer, allow_pickle=False, meta=np.frombuffer(json.dumps(error).encode(), dtype=np.uint8))
+    return buffer.getvalue()
+
+
 def decode_output(blob: bytes) -> ChunkOutput:
+    """A chunk's output, or the TunewiseError its worker raised, raised here with the same class and message."""
     with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
         arrays = {name: npz[name] for name in npz.files}
     meta = json.loads(arrays.pop("meta").tobytes())
+    if "error" in meta:
+        kind = getattr(errors, meta["error"], TunewiseError)
+        kind = kind if isinstance(kind, type) and issubclass(kind, TunewiseError) else TunewiseError
+        exc = kind.__new__(kind)
+        Exception.__init__(exc, meta["message"])
+        raise exc
     out = ChunkOutput(
         rows=arrays.pop("rows"),
         spool=meta["spool"],
