@@ -71,6 +71,7 @@ def decide_all(
         if not planned.settings.enabled:
             continue
         step = steps[slot]
+        ctx.key_strip = _strip_before(plan, slot)  # the dedup key as the map stage computed it for this slot
         if is_set_step(step):
             started = time.perf_counter()
             with naming_step(planned.name, planned.position):
@@ -86,6 +87,14 @@ def decide_all(
         report.dropped = dict(Counter(codes))
         report.kept = n_in - len(gone)
     return decided
+
+
+def _strip_before(plan: list[Any], slot: int) -> tuple[str, ...]:
+    strip: tuple[str, ...] = ()
+    for planned in plan[:slot]:
+        if planned.name == "normalize" and planned.settings.enabled:
+            strip = tuple(planned.settings.strip_for_key)
+    return strip
 
 
 def _decide_set_step(

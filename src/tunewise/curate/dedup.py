@@ -18,6 +18,7 @@ from tunewise.curate.base import (
     Rows,
     Verdict,
     cluster_sizes,
+    default_key,
     flatten_features,
     verdicts_of,
 )
@@ -314,8 +315,10 @@ def _first_shared(rows: Rows, candidates: np.ndarray, ref_ngrams: np.ndarray) ->
 
 
 def _span_reason(n: int, offset: int, ref: str, ctx: Context) -> Callable[[Record], str]:
+    strip = ctx.key_strip  # as it is now: the reason is written later, when it may have changed
+
     def reason(record: Record) -> str:
-        words = ctx.key(record).split()[offset : offset + n]
+        words = default_key(record.text, strip).split()[offset : offset + n]
         return f"shares a {n}-word span with eval record {ref}: '{' '.join(words)}'"
 
     return reason
