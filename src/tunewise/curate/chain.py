@@ -22,7 +22,7 @@ from tunewise.curate.base import SPLIT_CODES, Context, Step, flatten_features, i
 from tunewise.data.records import Record, Reject, RejectCategory
 from tunewise.errors import TunewiseError
 
-CHUNK_RECORDS = 2048  # rows per chunk: the unit of work, and of embedding batches (so both engines batch alike)
+CHUNK_RECORDS = 8192  # rows per chunk: the unit of work, and of embedding batches (so both engines batch alike)
 READ_REJECT, PASSED = -2, -1  # a row's status, else the plan slot of the record step that dropped it
 CATEGORIES = list(RejectCategory)  # a category as a small int: its place in this list
 CHANGE_KINDS = ("mojibake", "nfc", "whitespace")  # normalize's kinds of change, as bits of a mask

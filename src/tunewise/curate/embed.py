@@ -44,7 +44,7 @@ def default_embedder(dtype: str = "float32", batch_size: int = 64) -> Callable[[
                 batch_size=batch_size,
                 normalize_embeddings=True,
                 convert_to_numpy=True,
-                show_progress_bar=len(texts) > 2000,
+                show_progress_bar=False,  # curation shows its own progress, chunk by chunk
             )
         return np.asarray(vectors, dtype=np.float32)
 
