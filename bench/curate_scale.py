@@ -71,7 +71,7 @@ def child(train: Path, engine: str, out: Path) -> None:
     figures = {
         "engine": engine,
         "records": result.n_input,
-        "kept": result.kept,
+        "kept": result.n_kept,
         "seconds": round(seconds, 1),
         "records_per_s": round(result.n_input / seconds),
         "peak_tree_mib": round(peak[0] / 2**20),

@@ -9,6 +9,7 @@ from rich.console import Console
 
 from support.curate import ctx, rec
 from tunewise.config.curate import CurateConfig
+from tunewise.curate.decide import StepReport
 from tunewise.curate.engine import run_steps
 
 
@@ -20,6 +21,7 @@ def test_a_row_dropped_by_an_earlier_set_step_is_not_counted_by_a_later_record_s
     records = [rec("one two three", line=1), rec("one two three", line=2), rec("no", line=3)]
     result = _run(records, [{"step": "exact_dedup"}, {"step": "quality", "min_words": 3}])
     # "no" is short, and line 2 is a copy; quality sees 2 rows (not 3) and drops only "no"
+    assert all(isinstance(s, StepReport) for s in result.steps)
     assert [(s.name, s.n_in, s.kept) for s in result.steps] == [
         ("read", 3, 3),
         ("exact_dedup", 3, 2),

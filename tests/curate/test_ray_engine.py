@@ -92,7 +92,7 @@ def tweets(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run([sys.executable, str(EXAMPLE / "prepare.py"), "--out", str(folder)], check=True, capture_output=True)
     lines = (folder / "raw.jsonl").read_text(encoding="utf-8").splitlines()
     sample = folder / "sample.jsonl"
-    sample.write_text("\n".join(lines[::12]) + "\n", encoding="utf-8")  # 3,180 tweets from across the file
+    sample.write_text("\n".join(lines[::24]) + "\n", encoding="utf-8")  # 1,590 tweets from across the file
     return sample
 
 
