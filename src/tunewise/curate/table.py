@@ -159,7 +159,7 @@ class Table:
                 offsets = np.repeat(starts[at] - (np.cumsum(chosen) - chosen), chosen)
                 out[name] = np.asarray(values[offsets + np.arange(chosen.sum())])
             elif values.ndim > 1:  # signatures, embeddings: read only the rows a step looks at
-                out[name] = Gathered(values, at)
+                out[name] = Gathered(self.columns[prefix + name], at)
             else:
                 out[name] = np.asarray(values[at]) if len(values) else np.asarray(values)
         return out
@@ -228,28 +228,36 @@ def _code(codes: dict[str, int], names: list[str], value: str) -> int:
 
 @dataclass
 class Gathered:
-    """Rows `at` of a memory-mapped [rows, ...] array, read from disk only when indexed."""
+    """Rows `at` of a column of [rows, ...] values, read from disk only when indexed. Each read maps the file
+    and unmaps it again, so the pages it touched do not stay resident (a 1M-row signature file is ~0.5 GB)."""
 
-    values: np.ndarray
+    column: Column
     at: np.ndarray
 
     def __len__(self) -> int:
         return len(self.at)
 
     def __getitem__(self, index: Any) -> np.ndarray:
-        return np.asarray(self.values[self.at[index]])
+        return self._take(self.at[index])
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        return np.asarray(self.values[self.at], dtype=dtype)
+        return self._take(self.at).astype(dtype or self.dtype, copy=False)
+
+    def _take(self, rows: Any) -> np.ndarray:
+        mapped = self.column.read()
+        try:
+            return np.array(mapped[rows])  # a copy: no view keeps the mapping alive
+        finally:
+            del mapped
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return (len(self.at), *self.values.shape[1:])
+        return (len(self.at), *self.column.trailing)
 
     @property
     def ndim(self) -> int:
-        return self.values.ndim
+        return 1 + len(self.column.trailing)
 
     @property
     def dtype(self) -> np.dtype:
-        return self.values.dtype
+        return self.column.dtype or np.dtype(np.float32)
