@@ -57,3 +57,13 @@ def test_label_errors_in_report_mode_add_a_field_to_the_kept_record(tmp_path: Pa
     flagged = [r for r in result.kept if "label_issue" in r.extra]
     assert [r.line for r in flagged] == [99]
     assert len(result.kept) == len(records)
+
+
+def test_a_row_a_set_step_drops_is_rejected_by_it_even_when_a_later_record_step_would_drop_it():
+    # near_dedup, quality and confidence run in one pass; line 2 is a near copy of line 1 AND low confidence
+    text = "the self driving cars are coming to every city near you soon enough"
+    records = [rec(text, line=1, confidence=0.9), rec(text + " now", line=2, confidence=0.1)]
+    steps = [{"step": "exact_dedup"}, {"step": "near_dedup", "threshold": 0.7}, {"step": "confidence"}]
+    result = _run(records, steps)
+    assert [(r.line, r.stage) for r in result.rejects] == [(2, "near_dedup")]
+    assert [s.dropped for s in result.steps[1:]] == [{}, {"dedup:near": 1}, {}]

@@ -221,11 +221,11 @@ def write_rows(table: Table, decided: Decided, plan: list[PlannedStep], sink: Si
         if isinstance(item, Reject):
             _rejected(sink, result, replace(item, stage="validate"), None)
             continue
+        # A row leaves at the first step that drops it: a record step of a pass may also have judged a row
+        # that an earlier set step of the same pass drops.
         slot = int(status[row]) if status[row] >= 0 else None
-        category: RejectCategory | None = None
-        if slot is not None:
-            category = CATEGORIES[int(categories[row])]
-        elif row in decided.drops:
+        category: RejectCategory | None = CATEGORIES[int(categories[row])] if slot is not None else None
+        if row in decided.drops and (slot is None or decided.drops[row][0] < slot):
             slot, category, why = decided.drops[row]
             reason = why if isinstance(why, str) else why(item)
         if slot is not None and category is not None:
