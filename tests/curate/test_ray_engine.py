@@ -104,7 +104,7 @@ def test_ray_and_local_decide_alike_on_tweets_with_the_examples_steps(local_ray,
     outputs = _both_engines(path, tmp_path)
     assert outputs["local"] == outputs["ray"]
     stages = {stage for _, _, stage, _ in _decisions(outputs["local"]["rejects.jsonl"])}
-    assert {"exact_dedup", "near_dedup", "quality", "confidence", "balance"} <= stages
+    assert {"exact_dedup", "near_dedup", "quality", "confidence"} <= stages
 
 
 def test_the_ray_groupby_finds_the_same_candidate_pairs(local_ray):

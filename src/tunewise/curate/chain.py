@@ -168,7 +168,7 @@ def naming_step(name: str, position: int) -> Iterator[None]:
 
 def spool_line(item: Record | Reject, reason: str | None = None) -> str:
     if isinstance(item, Reject):
-        return json.dumps({"reject": item.to_json()})
+        return json.dumps({"reject": item.to_json()}, default=str)
     row: dict[str, Any] = {
         "kind": item.kind,
         "fields": item.fields,
@@ -179,7 +179,8 @@ def spool_line(item: Record | Reject, reason: str | None = None) -> str:
     }
     if reason is not None:
         row["dropped"] = reason
-    return json.dumps(row)
+    # default=str: as the output files write values JSON has no type for (a Parquet date, a decimal)
+    return json.dumps(row, default=str)
 
 
 def read_spool_line(line: str) -> tuple[Record | Reject, str | None]:
