@@ -187,6 +187,16 @@ def default_key(text: str, strip: Iterable[str] = ()) -> str:
     return " ".join(text.casefold().split())
 
 
+def key_strip_at(settings: Iterable[tuple[int, Any]], slot: int) -> tuple[str, ...]:
+    """The dedup key's stripping in force at plan slot `slot`: set by the last enabled normalize step before
+    it. `settings`: (slot, step settings) pairs."""
+    strip: tuple[str, ...] = ()
+    for earlier, step in settings:
+        if earlier < slot and step.step == "normalize" and step.enabled:
+            strip = tuple(step.strip_for_key)
+    return strip
+
+
 @dataclass
 class Context:
     """Shared state: the dedup key function, embeddings computed once, reference (eval) records."""

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from tunewise.curate.base import SPLIT_CODES, Context, Step, flatten_features, is_set_step
+from tunewise.curate.base import SPLIT_CODES, Context, Step, flatten_features, is_set_step, key_strip_at
 from tunewise.data.records import Record, Reject, RejectCategory
 from tunewise.errors import TunewiseError
 
@@ -87,7 +87,7 @@ class Chain:
         )
         reasons: dict[int, str] = {}
         alive = [i for i in range(n) if records[i] is not None]
-        self.ctx.key_strip = self.strip_before(min(slots) if slots else 0)
+        self.ctx.key_strip = key_strip_at(((k, step.settings) for k, step in self.steps), min(slots) if slots else 0)
         self.ctx.forget_embeddings()
         self.ctx.remember_embeddings(embeddings or {})
         for slot, step in self.steps:
@@ -111,14 +111,6 @@ class Chain:
             out.length_out[i] = len(record.text.split()) if record is not None else -1
             out.spool.append(spool_line(record if record is not None else item, reasons.get(i)))
         return out
-
-    def strip_before(self, slot: int) -> tuple[str, ...]:
-        """The dedup key's stripping in force at `slot`: set by the last normalize step before it."""
-        strip: tuple[str, ...] = ()
-        for earlier, step in self.steps:
-            if earlier < slot and step.name == "normalize":
-                strip = tuple(step.settings.strip_for_key)  # type: ignore[attr-defined]
-        return strip
 
     def _judge(
         self,

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from tunewise.curate.base import SPLIT_CODES, Context, Reason, Rows, Step, flatten_features, is_set_step
+from tunewise.curate.base import SPLIT_CODES, Context, Reason, Rows, Step, flatten_features, is_set_step, key_strip_at
 from tunewise.curate.chain import CATEGORIES, CHANGE_KINDS, READ_REJECT, naming_step
 from tunewise.curate.table import Table
 from tunewise.data.records import RejectCategory
@@ -71,7 +71,9 @@ def decide_all(
         if not planned.settings.enabled:
             continue
         step = steps[slot]
-        ctx.key_strip = _strip_before(plan, slot)  # the dedup key as the map stage computed it for this slot
+        ctx.key_strip = key_strip_at(
+            enumerate(p.settings for p in plan), slot
+        )  # the dedup key as the map stage computed it for this slot
         if is_set_step(step):
             started = time.perf_counter()
             with naming_step(planned.name, planned.position):
@@ -87,14 +89,6 @@ def decide_all(
         report.dropped = dict(Counter(codes))
         report.kept = n_in - len(gone)
     return decided
-
-
-def _strip_before(plan: list[Any], slot: int) -> tuple[str, ...]:
-    strip: tuple[str, ...] = ()
-    for planned in plan[:slot]:
-        if planned.name == "normalize" and planned.settings.enabled:
-            strip = tuple(planned.settings.strip_for_key)
-    return strip
 
 
 def _decide_set_step(
